@@ -1,0 +1,169 @@
+"""`lava-diffmod` command line: train, evaluate, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import config as config_mod
+from .config import ConfigError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-19' → 0…19; '1,2,5' → [1, 2, 5]; '3' → [3]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-"))
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: use a list like 0-19 or 1,2,5") from None
+    return seeds
+
+
+def overrides(args) -> dict:
+    """Dotted config overrides from the command-line options that were given."""
+    out = {}
+    table = {"rule": "rule.name", "mode": "rule.mode", "k": "diffusion.k", "device": "train.device",
+             "iterations": "train.iterations", "dtype": "train.dtype", "batch_size": "train.batch_size",
+             "micro_batches": "train.micro_batches", "eval_every": "train.eval_every",
+             "eval_trials": "train.eval_trials"}
+    for arg, dotted in table.items():
+        value = getattr(args, arg, None)
+        if value is not None:
+            out[dotted] = value
+    if getattr(args, "seeds", None) is not None:
+        out["train.seeds"] = parse_seeds(args.seeds)
+    if getattr(args, "no_progress", False):
+        out["train.progress"] = False
+    return out
+
+
+def default_run_dir(cfg) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(cfg.train.out_dir) / f"{cfg.task.name}-{cfg.rule.name}-{stamp}"
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    """A plain fixed-width table."""
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def summary_row(summary: dict) -> dict:
+    row = {"task": summary["task"], "rule": summary["rule"], "seeds": len(summary["seeds"]),
+           "iterations": summary["iteration"], "wall_s": summary["wall_s"]}
+    for key, stat in summary["final"].items():
+        row[key] = f"{stat['mean']:.4f} ± {stat['ci95']:.4f}"
+    return row
+
+
+def cmd_train(args) -> int:
+    from .training.trainer import train
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out <run directory>")
+        run_dir = Path(args.out)
+        cfg = config_mod.load(run_dir / "config.toml")
+        extra = {k: v for k, v in overrides(args).items() if k in ("train.device", "train.progress")}
+        if extra:
+            cfg = config_mod.from_mapping(cfg.to_dict(), extra)
+    else:
+        if args.config is None:
+            raise ConfigError("--config: give a TOML config (see examples/)")
+        cfg = config_mod.load(args.config, overrides(args))
+        run_dir = Path(args.out) if args.out else default_run_dir(cfg)
+        if (run_dir / "checkpoint.safetensors").exists():
+            raise ConfigError(f"--out {run_dir}: holds a run already; use --resume or another folder")
+    summary = train(cfg, run_dir, resume=args.resume)
+    print(format_table([summary_row(summary)], list(summary_row(summary))))
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .training import checkpoint
+    from .training.trainer import evaluate, setup
+    run_dir = Path(args.run_dir)
+    cfg = config_mod.load(run_dir / "config.toml", overrides(args))
+    exp = setup(cfg)
+    params, _, iteration, _ = checkpoint.load(run_dir / "checkpoint.safetensors", exp.net.params)
+    metrics = evaluate(exp, exp.net.with_params(params))
+    rows = [{"seed": s, **{k: f"{float(v[i]):.4f}" for k, v in metrics.items()}}
+            for i, s in enumerate(exp.seeds)]
+    print(f"{cfg.task.name}, {cfg.rule.name}, iteration {iteration}")
+    print(format_table(rows, list(rows[0])))
+    if args.json:
+        print(json.dumps({k: v.tolist() for k, v in metrics.items()}))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(Path(args.out), iterations=args.iterations)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lava-diffmod", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a task with a rule (seeds batched)")
+    t.add_argument("--config", help="TOML config, e.g. examples/cue_accumulation.toml")
+    t.add_argument("--rule", help="bptt | eprop | diffusion")
+    t.add_argument("--mode", help="e-prop mode: factorised | online")
+    t.add_argument("--k", type=float, help="diffusion retention k in [0, 1]")
+    t.add_argument("--seeds", help="e.g. 0-19 or 1,2,5")
+    t.add_argument("--device", help="cpu | cuda | cuda:N")
+    t.add_argument("--dtype", help="float32 | float64")
+    t.add_argument("--iterations", type=int)
+    t.add_argument("--batch-size", dest="batch_size", type=int)
+    t.add_argument("--micro-batches", dest="micro_batches", type=int)
+    t.add_argument("--eval-every", dest="eval_every", type=int)
+    t.add_argument("--eval-trials", dest="eval_trials", type=int)
+    t.add_argument("--out", help="run directory (default runs/<task>-<rule>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a run's checkpoint on its evaluation set")
+    e.add_argument("run_dir")
+    e.add_argument("--device")
+    e.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    e.set_defaults(fn=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="train cue accumulation with e-prop and diffusion (CPU, minutes)")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--iterations", type=int, default=None)
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ConfigError as e:
+        print(f"lava-diffmod: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - one clear line for known failure types
+        from .training.checkpoint import CheckpointError
+        from .training.trainer import TrainingDiverged
+        if isinstance(e, (CheckpointError, TrainingDiverged)):
+            print(f"lava-diffmod: error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Typed, validated configuration; TOML in and out.
+
+A config is a tree of frozen dataclasses. Every field declares its allowed values in its
+metadata; :func:`from_dict` checks types, ranges, choices and unknown keys, and
+:meth:`Config.validate` checks the cross-field rules. Any problem raises :class:`ConfigError`
+with one line naming the field and the allowed values, before any work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10
+    import tomli as tomllib
+
+RULES = ("bptt", "eprop", "diffusion")
+TASKS = ("cue_accumulation", "dms", "pattern_generation",
+         "cue_accumulation_bellec", "pattern_generation_bellec")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the field."""
+
+
+def _range(lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False) -> dict:
+    return {"range": (lo, hi, lo_open, hi_open)}
+
+
+def _choices(*values) -> dict:
+    return {"choices": values}
+
+
+def _f(default, **meta):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class NeuronConfig:
+    """LIF/ALIF constants (MODEL.md §1) and the conventions of other e-prop codes."""
+    thr: float = _f(0.03, **_range(0, lo_open=True))
+    tau_m: float = _f(20.0, **_range(0, lo_open=True))          # ms
+    tau_out: float = _f(20.0, **_range(0, lo_open=True))        # ms
+    tau_a: float = _f(2000.0, **_range(0, lo_open=True))        # ms
+    beta: float = _f(1.8, **_range(0))
+    gamma: float = _f(0.3, **_range(0))
+    n_ref: int = _f(5, **_range(0, 1000))                       # steps
+    n_lif: int = _f(50, **_range(0))
+    n_alif: int = _f(50, **_range(0))
+    dt: float = _f(1.0, **_range(0, lo_open=True))              # ms
+    spike_condition: str = _f(">", **_choices(">", ">="))
+    adapt_increment: str = _f("1-rho", **_choices("1-rho", "1"))
+    input_scaling: str = _f("1-alpha", **_choices("1-alpha", "1"))
+    refractory: str = _f("after_spike", **_choices("after_spike", "including_spike"))
+    reset: str = _f("base", **_choices("base", "adaptive"))
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Grid, connectivity, masks, initialisation and feedback (MODEL.md §2, §3.3, §8)."""
+    grid_h: int = _f(10, **_range(1))
+    grid_w: int = _f(10, **_range(1))
+    connectivity: str = _f("local", **_choices("local", "sparse", "full", "nearest_neighbours"))
+    sigma: float = _f(0.012, **_range(0, lo_open=True))
+    max_coord_norm: bool = _f(True)
+    rec_density: float = _f(0.1, **_range(0, 1, lo_open=True))
+    in_density: float = _f(0.1, **_range(0, 1, lo_open=True))
+    out_density: float = _f(0.1, **_range(0, 1, lo_open=True))
+    readout_mode: str = _f("per_synapse", **_choices("per_synapse", "per_neuron"))
+    init: str = _f("he", **_choices("he", "gaussian"))
+    gain_in: float = _f(1.0, **_range(0))
+    gain_rec: float = _f(1.0, **_range(0))
+    gain_out: float = _f(1.0, **_range(0))
+    gain_fb: float = _f(1.0, **_range(0))
+    feedback: str = _f("symmetric_init", **_choices(
+        "symmetric_init", "random_dense", "random_sparse", "symmetric_tracking"))
+    feedback_density: float = _f(0.1, **_range(0, 1, lo_open=True))
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """The neuromodulator field that carries the learning signal (MODEL.md §4, §8)."""
+    kernel: str = _f("box", **_choices("box", "laplacian"))
+    k: float = _f(0.75, **_range(0, 1))
+    radius: int = _f(1, **_range(1))
+    D: float = _f(1 / 9, **_range(0))
+    n_sub: int = _f(1, **_range(1))
+    shuffle: str = _f("none", **_choices("none", "fixed", "per_step", "legacy"))
+    channels: str = _f("single", **_choices("single", "per_output", "cell_type"))
+    channel_k: list = _f([])          # per-channel retention; [] = k for every channel
+    channel_radius: list = _f([])     # per-channel radius; [] = radius
+    channel_q: list = _f([])          # per-channel readout weight q_c; [] = 1
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """Learning rule and its regulariser (MODEL.md §3, §3.5)."""
+    name: str = _f("diffusion", **_choices(*RULES))
+    mode: str = _f("factorised", **_choices("factorised", "online"))
+    c_reg: Any = _f(0.005)            # float, or a table {bptt = .., eprop = .., diffusion = ..}
+    f0: float = _f(0.01, **_range(0))  # spikes / ms
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Reductions of the loss and of the e-prop task gradient (other codes' conventions)."""
+    time_reduction: str = _f("mean", **_choices("mean", "sum"))
+    batch_reduction: str = _f("mean", **_choices("mean", "sum"))
+    grad_time_reduction: str = _f("mean", **_choices("mean", "sum"))
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = _f("cue_accumulation", **_choices(*TASKS))
+    params: dict = _f({})             # overrides of the task's own parameters (tasks/)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iterations: int = _f(2000, **_range(1))
+    batch_size: int = _f(64, **_range(1))
+    micro_batches: int = _f(8, **_range(1))
+    lr: float = _f(0.005, **_range(0, lo_open=True))
+    optimizer: str = _f("adam", **_choices("adam", "sgd"))
+    adam_eps_mode: str = _f("pytorch", **_choices("pytorch", "tf1"))
+    beta1: float = _f(0.9, **_range(0, 1, hi_open=True))
+    beta2: float = _f(0.999, **_range(0, 1, hi_open=True))
+    eps: float = _f(1e-8, **_range(0))
+    eval_every: int = _f(25, **_range(1))
+    eval_trials: int = _f(512, **_range(1))
+    eval_batch: int = _f(128, **_range(1))
+    checkpoint_every: int = _f(25, **_range(1))
+    seeds: list = _f([1])
+    device: str = _f("cpu")
+    dtype: str = _f("float32", **_choices("float32", "float64"))
+    out_dir: str = _f("runs")
+    stop_error: float = _f(0.0, **_range(0, 1))  # stop once eval error < this (0 = never)
+    progress: bool = _f(True)
+
+
+@dataclass(frozen=True)
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def n_rec(self) -> int:
+        return self.neuron.n_lif + self.neuron.n_alif
+
+    def c_reg(self) -> float:
+        """c_reg of the selected rule."""
+        c = self.rule.c_reg
+        return float(c[self.rule.name]) if isinstance(c, dict) else float(c)
+
+    def n_channels(self, n_out: int) -> int:
+        return {"single": 1, "per_output": n_out, "cell_type": 2}[self.diffusion.channels]
+
+    def validate(self) -> "Config":
+        """Cross-field checks; returns self."""
+        n, net, d = self.n_rec, self.network, self.diffusion
+        if n < 1:
+            raise ConfigError(f"neuron.n_lif + neuron.n_alif = {n}: must be at least 1")
+        if net.grid_h * net.grid_w < n:
+            raise ConfigError(f"network.grid_h * network.grid_w = {net.grid_h * net.grid_w}: "
+                              f"the grid must have at least n_lif + n_alif = {n} cells")
+        c = self.rule.c_reg
+        if isinstance(c, dict):
+            for key, value in c.items():
+                if key not in RULES:
+                    raise ConfigError(f"rule.c_reg.{key}: unknown rule; allowed: {', '.join(RULES)}")
+                _check_number(f"rule.c_reg.{key}", value, float, (0, math.inf, False, False))
+            if self.rule.name not in c:
+                raise ConfigError(f"rule.c_reg has no entry for rule '{self.rule.name}'; "
+                                  f"give one or a single number")
+        else:
+            _check_number("rule.c_reg", c, float, (0, math.inf, False, False))
+        for r in [d.radius, *d.channel_radius]:
+            if 2 * r + 1 > min(net.grid_h, net.grid_w):
+                raise ConfigError(f"diffusion.radius = {r}: need 2*radius+1 <= min(grid_h, grid_w) "
+                                  f"= {min(net.grid_h, net.grid_w)}")
+        for i, k in enumerate(d.channel_k):
+            _check_number(f"diffusion.channel_k[{i}]", k, float, (0, 1, False, False))
+        for i, r in enumerate(d.channel_radius):
+            _check_number(f"diffusion.channel_radius[{i}]", r, int, (1, math.inf, False, False))
+        for i, q in enumerate(d.channel_q):
+            _check_number(f"diffusion.channel_q[{i}]", q, float, (-math.inf, math.inf, False, False))
+        if d.kernel == "laplacian" and d.D / d.n_sub > 0.25:
+            raise ConfigError(f"diffusion.D / diffusion.n_sub = {d.D / d.n_sub:g}: must be in [0, 0.25] "
+                              f"(stability of the 5-point Laplacian); raise n_sub")
+        if self.train.batch_size % self.train.micro_batches:
+            raise ConfigError(f"train.micro_batches = {self.train.micro_batches}: must divide "
+                              f"train.batch_size = {self.train.batch_size}")
+        seeds = self.train.seeds
+        if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+            raise ConfigError(f"train.seeds = {seeds!r}: must be a non-empty list of integers >= 0")
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"train.seeds = {seeds!r}: seeds must be distinct")
+        if not (self.train.device == "cpu" or self.train.device.startswith("cuda")):
+            raise ConfigError(f"train.device = {self.train.device!r}: must be 'cpu', 'cuda' or 'cuda:N'")
+        from .tasks import make_task  # validates task.params against the task's own fields
+        make_task(self.task, self.neuron.dt)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_number(path: str, value, kind, rng) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ConfigError(f"{path} = {value!r}: must be {'an integer' if kind is int else 'a number'}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} = {value!r}: must be finite")
+    lo, hi, lo_open, hi_open = rng
+    bad_lo = value <= lo if lo_open else value < lo
+    bad_hi = value >= hi if hi_open else value > hi
+    if bad_lo or bad_hi:
+        left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
+        raise ConfigError(f"{path} = {value!r}: must be in {left}{lo:g}, {hi:g}{right}")
+
+
+def check_field(path: str, f: dataclasses.Field, value, hint) -> Any:
+    """Type-, range- and choice-check one value for dataclass field ``f``; returns it."""
+    meta = f.metadata
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} = {value!r}: must be true or false")
+    elif hint in (int, float):
+        _check_number(path, value, hint, meta.get("range", (-math.inf, math.inf, False, False)))
+        value = float(value) if hint is float else value
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path} = {value!r}: must be a string")
+    elif hint is list and not isinstance(value, list):
+        raise ConfigError(f"{path} = {value!r}: must be a list")
+    elif hint is dict and not isinstance(value, dict):
+        raise ConfigError(f"{path} = {value!r}: must be a table")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{path} = {value!r}: must be one of {', '.join(map(str, meta['choices']))}")
+    return value
+
+
+def from_dict(cls, data: dict, path: str = ""):
+    """Build dataclass ``cls`` from a nested dict, checking every key and value."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: must be a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{path}.{name}" if path else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value, sub)
+        else:
+            kwargs[name] = check_field(sub, fields[name], value, hint)
+    return cls(**kwargs)
+
+
+def load(path: str | Path, overrides: dict | None = None) -> Config:
+    """Read a TOML config, apply ``{"section.key": value}`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r}: not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r}: not valid TOML ({e})") from None
+    return from_mapping(data, overrides)
+
+
+def from_mapping(data: dict, overrides: dict | None = None) -> Config:
+    """Config from a nested dict plus dotted overrides, validated."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".", 1)
+        data.setdefault(section, {})[key] = value
+    return from_dict(Config, data).validate()
+
+
+def dumps(cfg: Config) -> str:
+    """TOML text of a config (round-trips through :func:`load`)."""
+    import tomli_w
+    return tomli_w.dumps(cfg.to_dict())

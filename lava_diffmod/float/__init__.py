@@ -1,0 +1,1 @@
+"""Float reference (PyTorch): neuron step functions, the spatial RSNN, the leaky readout."""

@@ -1,0 +1,1 @@
+"""Backend-neutral structure: grid placement, torus distance, masks, initial weights."""

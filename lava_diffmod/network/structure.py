@@ -1,0 +1,142 @@
+"""Backend-neutral network structure: grid placement, torus distance, masks, initial weights.
+
+Everything here follows MODEL.md §2 and §3.3. Matrices are stored (pre, post): entry (i, j) is
+the synapse i → j. Each structural draw uses its own generator derived from
+(seed, component name), so changing one component never shifts another.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..config import Config, NetworkConfig
+from ..rng import generator
+
+HE_TRUNC_STD = 0.8796256610342398  # std of a standard normal truncated to [-2, 2]
+
+
+def place_neurons(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+    """Distinct grid cells p_j = row·w + col for n neurons, uniform without replacement."""
+    return torch.randperm(h * w, generator=gen)[:n]
+
+
+def coordinates(cells: torch.Tensor, h: int, w: int, max_coord_norm: bool = True):
+    """x_j = col_j / w, y_j = row_j / h; with the max-coordinate quirk divided by the max
+    over placed cells, per axis (so col 0 and col w−1 coincide on a full grid)."""
+    x = (cells % w).double() / w
+    y = (cells // w).double() / h
+    if max_coord_norm:
+        x = x / x.max() if x.max() > 0 else x
+        y = y / y.max() if y.max() > 0 else y
+    return x, y
+
+
+def torus_sq_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """d²_ij = d_x² + d_y² with d = min(|Δ|, 1 − |Δ|) per axis on the unit torus."""
+    dx = (x[:, None] - x[None, :]).abs()
+    dy = (y[:, None] - y[None, :]).abs()
+    dx = torch.minimum(dx, 1 - dx)
+    dy = torch.minimum(dy, 1 - dy)
+    return dx ** 2 + dy ** 2
+
+
+def local_connection_probability(d2: torch.Tensor, sigma: float) -> torch.Tensor:
+    """P(M_rec[i,j] = 1) = 1 / (1 + exp(d²_ij / (4σ))), logistic in d², 0.5 at d = 0."""
+    return torch.sigmoid(-d2 / (4 * sigma))
+
+
+def exact_count_mask(shape: tuple[int, ...], density: float, gen: torch.Generator) -> torch.Tensor:
+    """A 0/1 mask with exactly ⌊density·N⌋ ones at uniformly drawn entries (N = numel)."""
+    n = math.prod(shape)
+    ones = int(math.floor(density * n + 1e-9))
+    mask = torch.zeros(n, dtype=torch.float64)
+    mask[torch.randperm(n, generator=gen)[:ones]] = 1.0
+    return mask.reshape(shape)
+
+
+def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """M_rec (pre, post) for the configured connectivity; the diagonal is always 0."""
+    n = cells.numel()
+    h, w = cfg.grid_h, cfg.grid_w
+    if cfg.connectivity == "local":
+        d2 = torus_sq_distance(*coordinates(cells, h, w, cfg.max_coord_norm))
+        mask = (torch.rand((n, n), generator=gen, dtype=torch.float64)
+                < local_connection_probability(d2, cfg.sigma)).double()
+    elif cfg.connectivity == "sparse":
+        mask = (torch.rand((n, n), generator=gen, dtype=torch.float64) < cfg.rec_density).double()
+    elif cfg.connectivity == "full":
+        mask = torch.ones((n, n), dtype=torch.float64)
+    else:  # nearest_neighbours: the Moore neighbourhood of each neuron's cell on the grid torus
+        row, col = cells // w, cells % w
+        dr = (row[:, None] - row[None, :]).remainder(h)
+        dc = (col[:, None] - col[None, :]).remainder(w)
+        near_r = (dr == 0) | (dr == 1) | (dr == h - 1)
+        near_c = (dc == 0) | (dc == 1) | (dc == w - 1)
+        mask = (near_r & near_c).double()
+    mask.fill_diagonal_(0.0)
+    return mask
+
+
+def initial_weights(shape: tuple[int, int], init: str, gen: torch.Generator) -> torch.Tensor:
+    """He: N(0,1) truncated to [−2, 2], scaled to variance 2/fan_in; Gaussian: std 1/√fan_in.
+    fan_in is the pre dimension (rows) before masking."""
+    fan_in = shape[0]
+    w = torch.empty(shape, dtype=torch.float64)
+    if init == "he":
+        torch.nn.init.trunc_normal_(w, 0.0, 1.0, -2.0, 2.0, generator=gen)
+        return w * (math.sqrt(2.0 / fan_in) / HE_TRUNC_STD)
+    torch.nn.init.normal_(w, 0.0, 1.0, generator=gen)
+    return w / math.sqrt(fan_in)
+
+
+def readout_mask(cfg: NetworkConfig, n_rec: int, n_out: int, gen: torch.Generator) -> torch.Tensor:
+    """M_out: ⌊density·n_rec·n_out⌋ single synapses, or (per_neuron) ⌊density·n_rec⌋ whole rows."""
+    if cfg.readout_mode == "per_synapse":
+        return exact_count_mask((n_rec, n_out), cfg.out_density, gen)
+    rows = exact_count_mask((n_rec,), cfg.out_density, gen)
+    return rows[:, None].expand(n_rec, n_out).clone()
+
+
+def feedback_matrix(cfg: NetworkConfig, w_out_masked: torch.Tensor, gen: torch.Generator,
+                    mask_gen: torch.Generator) -> torch.Tensor:
+    """Feedback B (n_rec, n_out): symmetric (initial masked W_out), or random dense/sparse ·g_fb.
+
+    For ``symmetric_tracking`` this is the initial value; the rule refreshes it from W_out."""
+    if cfg.feedback in ("symmetric_init", "symmetric_tracking"):
+        return w_out_masked.clone()
+    xi = torch.randn(w_out_masked.shape, generator=gen, dtype=torch.float64)
+    if cfg.feedback == "random_sparse":
+        xi = xi * (torch.rand(xi.shape, generator=mask_gen, dtype=torch.float64) < cfg.feedback_density)
+    return cfg.gain_fb * xi
+
+
+@dataclass(frozen=True)
+class Structure:
+    """One network's structure and initial weights (float64, CPU). Shapes (pre, post)."""
+    cells: torch.Tensor        # (N,) grid cell of each neuron
+    m_in: torch.Tensor         # (n_in, N)
+    m_rec: torch.Tensor        # (N, N), zero diagonal
+    m_out: torch.Tensor        # (N, n_out)
+    w_in: torch.Tensor
+    w_rec: torch.Tensor
+    w_out: torch.Tensor
+    feedback: torch.Tensor     # (N, n_out)
+    shuffle: torch.Tensor      # (h·w,) permutation for the fixed shuffled-diffusion control
+
+
+def build_structure(cfg: Config, n_in: int, n_out: int, seed: int) -> Structure:
+    """Draw the structure of network ``seed`` (MODEL.md §2): 7 structural draws + weights."""
+    net = cfg.network
+    n = cfg.n_rec
+    cells = place_neurons(n, net.grid_h, net.grid_w, generator(seed, "placement"))
+    m_rec = recurrent_mask(net, cells, generator(seed, "recurrent_mask"))
+    m_in = exact_count_mask((n_in, n), net.in_density, generator(seed, "input_mask"))
+    m_out = readout_mask(net, n, n_out, generator(seed, "readout_mask"))
+    w_in = net.gain_in * initial_weights((n_in, n), net.init, generator(seed, "w_in")) * m_in
+    w_rec = net.gain_rec * initial_weights((n, n), net.init, generator(seed, "w_rec")) * m_rec
+    w_out = net.gain_out * initial_weights((n, n_out), net.init, generator(seed, "w_out")) * m_out
+    fb = feedback_matrix(net, w_out, generator(seed, "feedback"), generator(seed, "feedback_mask"))
+    shuffle = torch.randperm(net.grid_h * net.grid_w, generator=generator(seed, "shuffle"))
+    return Structure(cells, m_in, m_rec, m_out, w_in, w_rec, w_out, fb, shuffle)

@@ -1,0 +1,98 @@
+"""Seeded random numbers that every backend reproduces bit for bit.
+
+Two kinds of draws:
+
+* **Structure** (placement, masks, initial weights, feedback): drawn once per network with a
+  ``torch.Generator`` on the CPU, seeded from ``(seed, component name)``, then moved to the
+  device. CPU and CUDA runs therefore build identical networks.
+* **Streams** (task data, shuffle permutations, stochastic rounding): a counter-based hash
+  ``u = H(key, index)``. There is no generator state: the value at an index depends only on the
+  key and the index, so a draw can be recomputed anywhere (CPU, CUDA, a Lava process model) and a
+  resumed run sees the same data as an uninterrupted one.
+
+The hash is Chris Wellons' ``lowbias32`` integer mixer, applied twice, on 32-bit values held in
+int64 tensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+
+
+def name_key(*parts: object) -> int:
+    """A 32-bit key from any printable parts, e.g. ``name_key(seed, "input_mask")``."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def generator(seed: int, component: str) -> torch.Generator:
+    """CPU generator for one structural component of the network with the given seed."""
+    digest = hashlib.sha256(f"{seed}/{component}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x · c) mod 2^32 for 0 ≤ x, c < 2^32. The int64 product may wrap past 2^63; two's
+    complement wrap-around keeps the low 32 bits exact (on CPU and CUDA; tested)."""
+    return (x * c) & MASK32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32: a bijective avalanche mix of 32-bit values (int64 tensor in [0, 2^32))."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def hash_counter(key: torch.Tensor | int, index: torch.Tensor) -> torch.Tensor:
+    """32-bit hash of (key, index); key and index broadcast, index may exceed 2^32."""
+    key = torch.as_tensor(key, dtype=torch.int64, device=index.device) & MASK32
+    h = mix32(key ^ (index & MASK32))
+    return mix32(((h ^ (index >> 32)) + 0x9E3779B9) & MASK32)
+
+
+def derive(key: torch.Tensor | int, *counters: int | torch.Tensor) -> torch.Tensor:
+    """A new 32-bit key from a key and integer counters (iteration, trial, step, ...)."""
+    k = torch.as_tensor(key, dtype=torch.int64)
+    for c in counters:
+        c = torch.as_tensor(c, dtype=torch.int64, device=k.device)
+        k = hash_counter(k, c)
+    return k
+
+
+def hashes(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """32-bit hashes H(key, i) for every element of ``shape`` (i = flat C-order index).
+
+    ``key`` may be a tensor whose shape is a prefix of ``shape`` (one key per leading slice,
+    e.g. one per seed); each slice then counts its own flat index from 0.
+    """
+    key = torch.as_tensor(key, dtype=torch.int64, device=device)
+    inner = tuple(shape[key.dim():])
+    index = torch.arange(math.prod(inner), device=key.device, dtype=torch.int64).reshape(inner)
+    return hash_counter(key.reshape(tuple(key.shape) + (1,) * len(inner)), index)
+
+
+def uniform(key: torch.Tensor | int, shape: tuple[int, ...], device=None,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """U[0, 1) on a 2^-24 grid: (H(key, i) >> 8) / 2^24, exact in float32."""
+    return (hashes(key, shape, device) >> 8).to(dtype) * (1.0 / 2**24)
+
+
+def bernoulli(key: torch.Tensor | int, p: torch.Tensor | float, shape: tuple[int, ...],
+              device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """0/1 draws with P(1) = p (p broadcast to ``shape``)."""
+    return (uniform(key, shape, device) < p).to(dtype)
+
+
+def permutation(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """Random permutations of ``range(shape[-1])`` along the last axis: argsort of hashes,
+    ties broken by position."""
+    m = shape[-1]
+    h = hashes(key, shape, device)
+    return torch.argsort(h * m + torch.arange(m, device=h.device), dim=-1)

@@ -1,0 +1,205 @@
+r"""e-prop (MODEL.md §3): eligibility traces times a learning signal, in two modes.
+
+For W ∈ {W_in, W_rec} with presynaptic signal pre_i(t) (x_i(t), or z_i(t−1)):
+
+.. math::
+
+    \epsilon^v_i(t) &= \alpha \epsilon^v_i(t-1) + s_\mathrm{in}\, \mathrm{pre}_i(t) \\
+    \epsilon^a_{ij}(t) &= s_a \psi_j(t-1) \epsilon^v_i(t-1) + (\rho - s_a \beta_j \psi_j(t-1)) \epsilon^a_{ij}(t-1) \\
+    e_{ij}(t) &= \psi_j(t) (\epsilon^v_i(t) - \beta_j \epsilon^a_{ij}(t)), \qquad
+    \bar e_{ij}(t) = \kappa \bar e_{ij}(t-1) + (1-\kappa) e_{ij}(t) \\
+    g_{ij} &= \operatorname{red}_b \Big[ \tau_{\mathcal W} \sum_{t \in \mathcal W} L_{bj}(t) \bar e_{bij}(t)
+             + \sum_t \frac{c_\mathrm{reg}}{T} (r_{bj} - f_0) e_{bij}(t) \Big]
+
+τ_𝒲 = 1/T_LS (gradient averaged over the window) or 1 (summed). The readout gradient is
+g^out_jm = red_b τ Σ_{t∈𝒲} err_bm(t) z̄_bj(t) with z̄ the κ-filtered spikes.
+
+* ``online``: the definition above, per step and per synapse; memory does not grow with T.
+* ``factorised``: since ē is a causal filter of e, Σ_t L ē = Σ_t L̃ e with L̃ the backward
+  κ-filter of L; the ε^a recursion is linear with per-post coefficients, so its contribution
+  is an adjoint μ_j run backward; ε^v is a causal α-filter of pre. All of it collapses into one
+  per-neuron signal h̃_bj(t), and g_ij = red_b Σ_t pre_bi(t) h̃_bj(t): one matrix product.
+
+The learning signal L comes from :mod:`.feedback` (L^dir = B err) and, for diffusion, from the
+neuromodulator field of :mod:`.modulator` — the only difference between the rules.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..float.readout import Objective, output_error, rate_regulariser, readout_step, task_loss
+from ..float.rsnn import Network, Params, forward, rsnn_step
+from ..float.neurons import alif_init
+from .modulator import Modulator, modulator_init, modulator_step, release
+
+
+class Gradients(NamedTuple):
+    """Gradients (masked, each (S, pre, post)) and the loss terms per seed (S,)."""
+    grads: Params
+    task_loss: torch.Tensor
+    reg_loss: torch.Tensor
+    y_window: torch.Tensor   # readout over the learning window (W, S, B, n_out)
+
+
+def window_target(target: torch.Tensor, kind: str, t0: int) -> torch.Tensor:
+    """Labels (S, B) as they are; regression targets (T, S, B, n_out) cut to the window."""
+    return target if kind == "classification" else target[t0:]
+
+
+def masked(net: Network, g: Params) -> Params:
+    """g ⊙ M: masked synapses get exactly zero gradient (MODEL.md §3.4)."""
+    return Params(g.w_in * net.m_in, g.w_rec * net.m_rec, g.w_out * net.m_out)
+
+
+class LearningSignal:
+    """Per-step L_j(t) from err(t): L^dir = Σ_m B[j,m] err_m, then the modulator (if any)."""
+
+    def __init__(self, net: Network, modulator: Modulator | None, trial_keys: torch.Tensor):
+        self.mod = modulator
+        routing = modulator.routing if modulator is not None else torch.ones_like(net.feedback[0])[None]
+        self.routed = net.feedback_weights()[:, None] * routing[None]   # (S, C, N, n_out)
+        self.keys = trial_keys
+        self.field = None
+
+    def step(self, err: torch.Tensor, t: int) -> torch.Tensor:
+        rel = torch.einsum("sbm,scjm->sbcj", err, self.routed)
+        if self.mod is None:
+            return rel[:, :, 0]
+        if self.field is None:
+            self.field = modulator_init(rel.shape[0], rel.shape[1], self.mod, rel)
+        self.field, local = modulator_step(self.field, rel, self.mod, self.keys, t)
+        return local
+
+
+def regulariser_coefficient(z_count: torch.Tensor, t_steps: int, obj: Objective) -> torch.Tensor:
+    """(c_reg/T)(r_bj − f_0), the per-step weight of the unfiltered e in g^reg, (S, B, N)."""
+    return obj.c_reg / t_steps * (z_count / t_steps - obj.f0)
+
+
+def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
+                 modulator: Modulator | None, trial_keys: torch.Tensor) -> Gradients:
+    """e-prop with per-step, per-synapse traces (hardware form)."""
+    w_in, w_rec, w_out = net.params
+    p = net.neuron
+    kappa = net.kappa
+    t_steps, s, b, n_in = x.shape
+    n = net.n_rec
+    t0 = t_steps - obj.window
+    has_alif = bool(net.is_alif.any())
+    signal = LearningSignal(net, modulator, trial_keys)
+    tgt = window_target(target, obj.kind, t0)
+
+    state = alif_init((s, b, n), x)
+    y = x.new_zeros((s, b, net.n_out))
+    eps_v = x.new_zeros((s, b, n_in + n))
+    eps_a = x.new_zeros((s, b, n_in + n, n)) if has_alif else None
+    ebar = x.new_zeros((s, b, n_in + n, n))
+    e_sum = torch.zeros_like(ebar)
+    psi_prev = x.new_zeros((s, b, n))
+    zbar = x.new_zeros((s, b, n))
+    z_count = x.new_zeros((s, b, n))
+    g_task = x.new_zeros((s, n_in + n, n))
+    g_out = x.new_zeros((s, n, net.n_out))
+    ys = []
+    for t in range(t_steps):
+        pre = torch.cat([x[t], state.z], dim=-1)
+        state, psi = rsnn_step(state, x[t] @ w_in, w_rec, p)
+        y = readout_step(y, state.z, w_out, kappa)
+        if has_alif:
+            eps_a = (p.adapt_scale * psi_prev[:, :, None, :] * eps_v[..., None]
+                     + (p.rho - p.adapt_scale * p.beta * psi_prev)[:, :, None, :] * eps_a)
+        eps_v = p.alpha * eps_v + p.input_scale * pre
+        e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
+        e = psi[:, :, None, :] * e
+        ebar = kappa * ebar + (1 - kappa) * e
+        e_sum = e_sum + e
+        zbar = kappa * zbar + (1 - kappa) * state.z
+        z_count = z_count + state.z
+        if t >= t0:
+            tt = tgt if obj.kind == "classification" else tgt[t - t0]
+            err = output_error(y, tt, obj.kind)
+            learning = signal.step(err, t)
+            g_task = g_task + torch.einsum("sbj,sbij->sij", learning, ebar)
+            g_out = g_out + torch.einsum("sbj,sbm->sjm", zbar, err)
+            ys.append(y)
+        psi_prev = psi
+    bs = obj.batch_scale(b)
+    reg = regulariser_coefficient(z_count, t_steps, obj)
+    g = bs * (obj.grad_time_scale() * g_task + torch.einsum("sbj,sbij->sij", reg, e_sum))
+    grads = Params(g[:, :n_in], g[:, n_in:], bs * obj.time_scale() * g_out)
+    y_w = torch.stack(ys)
+    return Gradients(masked(net, grads), task_loss(y_w, tgt, obj),
+                     rate_regulariser(z_count / t_steps, obj), y_w)
+
+
+def adjoint_scan(psi: torch.Tensor, learning: torch.Tensor, t0: int, reg: torch.Tensor,
+                 net: Network, obj: Objective, bs: float) -> torch.Tensor:
+    """Backward scan over per-neuron quantities → h̃ (T, S, B, N) with g_ij = Σ_t pre_i h̃_j.
+
+    L̃(t) = κ L̃(t+1) + (1−κ) L(t);  c = bs (τ_𝒲 L̃ + reg);
+    h = ψ (c + s_a μ(t+1));  μ(t) = −β c ψ + (ρ − s_a β ψ) μ(t+1);
+    acc(t) = α acc(t+1) + h(t);  h̃ = s_in acc.
+    """
+    p, kappa = net.neuron, net.kappa
+    has_alif = bool(net.is_alif.any())
+    tau_w = obj.grad_time_scale()
+    out = torch.empty_like(psi)
+    lbar = torch.zeros_like(psi[0])
+    mu = torch.zeros_like(lbar)
+    acc = torch.zeros_like(lbar)
+    for t in range(psi.shape[0] - 1, -1, -1):
+        if t >= t0:
+            lbar = kappa * lbar + (1 - kappa) * learning[t - t0]
+        else:
+            lbar = kappa * lbar
+        c = bs * (tau_w * lbar + reg)
+        if has_alif:
+            h = psi[t] * (c + p.adapt_scale * mu)
+            mu = -p.beta * c * psi[t] + (p.rho - p.adapt_scale * p.beta * psi[t]) * mu
+        else:
+            h = psi[t] * c
+        acc = p.alpha * acc + h
+        out[t] = p.input_scale * acc
+    return out
+
+
+def filtered_error(err_w: torch.Tensor, t_steps: int, kappa: float) -> torch.Tensor:
+    """ẽrr(t) = (1−κ) Σ_{s≥t, s∈𝒲} κ^{s−t} err(s) for all t: (T, S, B, n_out).
+    Then Σ_{t∈𝒲} err(t) z̄(t)ᵀ = Σ_t z(t) ẽrr(t)ᵀ."""
+    w = err_w.shape[0]
+    out = err_w.new_zeros((t_steps, *err_w.shape[1:]))
+    acc = torch.zeros_like(err_w[0])
+    for t in range(t_steps - 1, -1, -1):
+        acc = kappa * acc + (err_w[t - t_steps + w] if t >= t_steps - w else 0)
+        out[t] = (1 - kappa) * acc
+    return out
+
+
+def contract(pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
+    """Σ_{t,b} pre[t,s,b,i] post[t,s,b,j] as one batched matrix product → (S, i, j)."""
+    t, s, b, i = pre.shape
+    return torch.bmm(pre.permute(1, 3, 0, 2).reshape(s, i, t * b),
+                     post.permute(1, 0, 2, 3).reshape(s, t * b, post.shape[-1]))
+
+
+def eprop_factorised(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
+                     modulator: Modulator | None, trial_keys: torch.Tensor) -> Gradients:
+    """e-prop as a backward scan over per-neuron quantities plus one product per matrix."""
+    t_steps, s, b, _ = x.shape
+    t0 = t_steps - obj.window
+    rec = forward(net, x)
+    tgt = window_target(target, obj.kind, t0)
+    y_w = rec.y[t0:]
+    err_w = output_error(y_w, tgt, obj.kind)
+    signal = LearningSignal(net, modulator, trial_keys)
+    learning = torch.stack([signal.step(err_w[t - t0], t) for t in range(t0, t_steps)])
+    z_count = rec.z.sum(0)
+    bs = obj.batch_scale(b)
+    h = adjoint_scan(rec.psi, learning, t0, regulariser_coefficient(z_count, t_steps, obj), net, obj, bs)
+    z_prev = torch.cat([torch.zeros_like(rec.z[:1]), rec.z[:-1]])
+    g_out = bs * obj.time_scale() * contract(rec.z, filtered_error(err_w, t_steps, net.kappa))
+    grads = Params(contract(x, h), contract(z_prev, h), g_out)
+    return Gradients(masked(net, grads), task_loss(y_w, tgt, obj),
+                     rate_regulariser(z_count / t_steps, obj), y_w)

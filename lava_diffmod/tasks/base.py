@@ -1,0 +1,42 @@
+"""What every task shares: the batch record, trial keys and Poisson input spikes.
+
+Trials are addressed, not drawn in sequence: trial ``i`` of stream ``(task seed, split,
+iteration)`` always has the same content, whichever micro-batch, device or resumed run asks for
+it (:mod:`lava_diffmod.rng`). Training batches of iteration n use split "train" and counter n;
+the evaluation set uses split "eval" and is fixed per task seed.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from .. import rng
+
+
+class Batch(NamedTuple):
+    """One batch for S networks: x (T, S, B, n_in) spikes; target: labels (S, B) (long) for
+    classification or y* (T, S, B|1, n_out) for regression; keys (S, B) per-trial random keys."""
+    x: torch.Tensor
+    target: torch.Tensor
+    keys: torch.Tensor
+
+
+def trial_keys(seeds: list[int], task: str, split: str, counter: int, trials: range,
+               device) -> torch.Tensor:
+    """(S, B) keys of trials ``trials`` in stream (task seed, task, split, counter)."""
+    base = torch.tensor([rng.name_key(s, task, split) for s in seeds], dtype=torch.int64, device=device)
+    idx = torch.arange(trials.start, trials.stop, dtype=torch.int64, device=device)
+    return rng.derive(rng.derive(base, counter)[:, None], idx[None, :])
+
+
+def poisson_spikes(keys: torch.Tensor, rate_hz: torch.Tensor, dt_ms: float, dtype) -> torch.Tensor:
+    """Bernoulli spikes, p = rate·dt/1000 per step. rate_hz (S, B, T, n_in) → x (T, S, B, n_in)."""
+    u = rng.uniform(rng.derive(keys, rng.name_key("spikes")), tuple(rate_hz.shape), device=keys.device)
+    return (u < rate_hz * (dt_ms / 1000.0)).to(dtype).permute(2, 0, 1, 3)
+
+
+def window_mask(t_steps: int, start: int, stop: int, device) -> torch.Tensor:
+    """1.0 on steps start ≤ t < stop, else 0, shape (T,)."""
+    t = torch.arange(t_steps, device=device)
+    return ((t >= start) & (t < stop)).float()

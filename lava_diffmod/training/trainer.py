@@ -1,0 +1,258 @@
+"""The trainer: batches, micro-batches, optimiser, evaluation, checkpoints, metrics, figures.
+
+Protocol (MODEL.md §5.4): one optimiser step per iteration from the average of the
+micro-batch gradients; evaluation on a fixed set at iterations 1, 1 + e, 1 + 2e, … and the last;
+a checkpoint at every ``checkpoint_every`` iterations and at the end. All S seeds of the config
+train together as one population.
+
+Run directory: ``config.toml`` (resolved), ``metrics.jsonl``, ``checkpoint.safetensors``,
+``figures/*.png``, ``summary.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import config as config_mod
+from ..config import Config
+from ..float.readout import Objective, accuracy_and_prediction, nmse, task_loss
+from ..float.rsnn import Network, Params, forward
+from ..rules import Rule, gradients
+from ..rules.eprop import window_target
+from ..tasks import make_task
+from . import checkpoint, optim
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class TrainingDiverged(RuntimeError):
+    """NaN or inf in the loss or the weights."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything a config defines: task, networks, rule, optimiser."""
+    cfg: Config
+    task: object
+    net: Network
+    rule: Rule
+    optimizer: optim.Optimizer
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.cfg.train.seeds)
+
+
+def objective_for(cfg: Config, task) -> Objective:
+    return Objective(kind=task.kind, window=task.window, c_reg=cfg.c_reg(), f0=cfg.rule.f0,
+                     time_reduction=cfg.loss.time_reduction, batch_reduction=cfg.loss.batch_reduction,
+                     grad_time_reduction=cfg.loss.grad_time_reduction)
+
+
+def setup(cfg: Config) -> Experiment:
+    """Build the task, the S networks and the rule of a validated config."""
+    task = make_task(cfg.task, cfg.neuron.dt)
+    if task.frozen and cfg.train.batch_size > task.n_frozen:
+        raise config_mod.ConfigError(
+            f"train.batch_size = {cfg.train.batch_size}: task {cfg.task.name} has only "
+            f"{task.n_frozen} frozen trials (task.params.n_frozen)")
+    dtype = getattr(torch, cfg.train.dtype)
+    device = torch.device(cfg.train.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise config_mod.ConfigError(f"train.device = {cfg.train.device!r}: CUDA is not available here")
+    net = Network.from_config(cfg, list(cfg.train.seeds), task.n_in, task.n_out, device, dtype)
+    rule = Rule(cfg.rule.name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion)
+    return Experiment(cfg, task, net, rule, optim.from_config(cfg.train))
+
+
+def train_batch(exp: Experiment, iteration: int, micro: int):
+    """Micro-batch ``micro`` of iteration ``iteration`` (the same trials however it is split)."""
+    size = exp.cfg.train.batch_size // exp.cfg.train.micro_batches
+    net = exp.net
+    return exp.task.batch(exp.seeds, "train", iteration, range(micro * size, (micro + 1) * size),
+                          net.device, net.dtype)
+
+
+def iteration_gradients(exp: Experiment, net: Network, iteration: int):
+    """Average of the micro-batch gradients (= one batch), and the mean loss terms per seed."""
+    n_micro = exp.cfg.train.micro_batches
+    total, task_l, reg_l, correct = None, 0.0, 0.0, 0.0
+    for micro in range(n_micro):
+        batch = train_batch(exp, iteration, micro)
+        out = gradients(exp.rule, net, batch.x, batch.target, batch.keys)
+        total = out.grads if total is None else Params(*(a + b for a, b in zip(total, out.grads)))
+        task_l = task_l + out.task_loss
+        reg_l = reg_l + out.reg_loss
+        if exp.task.kind == "classification":
+            correct = correct + accuracy_and_prediction(out.y_window, batch.target)[0]
+    scale = 1.0 / n_micro if exp.cfg.loss.batch_reduction == "mean" else 1.0
+    stats = {"loss": (task_l + reg_l) * scale, "task_loss": task_l * scale, "reg_loss": reg_l * scale}
+    if exp.task.kind == "classification":
+        stats["accuracy"] = correct / n_micro
+    return Params(*(g * scale for g in total)), stats
+
+
+def eval_batches(exp: Experiment):
+    """The fixed evaluation set, in chunks of ``train.eval_batch`` trials."""
+    n = exp.task.n_frozen if exp.task.frozen else exp.cfg.train.eval_trials
+    size = exp.cfg.train.eval_batch
+    for start in range(0, n, size):
+        yield exp.task.batch(exp.seeds, "eval", 0, range(start, min(start + size, n)),
+                             exp.net.device, exp.net.dtype)
+
+
+@torch.no_grad()
+def evaluate(exp: Experiment, net: Network, batches=None) -> dict[str, torch.Tensor]:
+    """Evaluation metrics per seed: CE and accuracy, or nMSE; mean firing rate in Hz."""
+    obj = exp.rule.objective
+    sums: dict[str, torch.Tensor] = {}
+    n_trials = 0
+    for batch in batches if batches is not None else eval_batches(exp):
+        rec = forward(net, batch.x)
+        t0 = batch.x.shape[0] - obj.window
+        y_w = rec.y[t0:]
+        b = batch.x.shape[2]
+        tgt = window_target(batch.target, obj.kind, t0)
+        parts = {"rate_hz": rec.z.mean((0, 2, 3)) * 1000.0 / exp.cfg.neuron.dt}
+        if obj.kind == "classification":
+            mean_obj = Objective(obj.kind, obj.window)   # E_task without E_reg, mean reductions
+            parts["ce"] = task_loss(y_w, tgt, mean_obj)
+            parts["accuracy"] = accuracy_and_prediction(y_w, tgt)[0]
+        else:
+            parts["nmse"] = nmse(y_w, tgt.expand_as(y_w))
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0) + v * b
+        n_trials += b
+    return {k: v / n_trials for k, v in sums.items()}
+
+
+def eval_iterations(iterations: int, every: int) -> set[int]:
+    """1, 1 + every, 1 + 2·every, … and the last iteration (MODEL.md §5.4)."""
+    return set(range(1, iterations + 1, every)) | {iterations}
+
+
+def _rows(iteration: int, split: str, seeds: list[int], stats: dict) -> list[dict]:
+    rows = []
+    for i, seed in enumerate(seeds):
+        row = {"iteration": iteration, "split": split, "seed": seed}
+        row.update({k: float(v[i]) for k, v in stats.items()})
+        rows.append(row)
+    return rows
+
+
+def same_run(a: Config, b: Config) -> bool:
+    """Configs that define the same run: equal up to device and progress display."""
+    def core(c: Config) -> Config:
+        return dataclasses.replace(c, train=dataclasses.replace(c.train, device="cpu", progress=True))
+    return core(a) == core(b)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _finite(stats: dict, params: Params) -> bool:
+    return bool(torch.isfinite(stats["loss"]).all()) and all(bool(torch.isfinite(p).all()) for p in params)
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False,
+          on_iteration: Callable[[int], None] | None = None) -> dict:
+    """Train the config's S networks; write the run directory; return the summary.
+
+    With ``resume`` the run continues from ``run_dir``'s checkpoint and ends with the same
+    weights as an uninterrupted run. ``on_iteration(n)`` is called after each iteration.
+    """
+    run_dir = Path(run_dir)
+    exp = setup(cfg)
+    net, opt = exp.net, exp.optimizer
+    params, state, start = net.params, opt.init(net.params), 1
+    ckpt_path = run_dir / CHECKPOINT
+    if resume:
+        saved = config_mod.load(run_dir / "config.toml")
+        if not same_run(saved, cfg):
+            raise config_mod.ConfigError(f"--resume: the config differs from the one in {run_dir}/config.toml")
+        params, state, done, _ = checkpoint.load(ckpt_path, net.params)
+        start = done + 1
+        rows = [r for r in read_metrics(run_dir) if r["iteration"] <= done]
+        checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(run_dir / "config.toml", config_mod.dumps(cfg))
+        checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "")
+    tc = cfg.train
+    evals = eval_iterations(tc.iterations, tc.eval_every)
+    eval_set = list(eval_batches(exp))
+    t_start = time.time()
+    metric_name = "accuracy" if exp.task.kind == "classification" else "nmse"
+    last_eval: dict = {}
+    bar = tqdm(range(start, tc.iterations + 1), total=tc.iterations, initial=start - 1,
+               disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
+    with open(run_dir / "metrics.jsonl", "a") as log:
+        for n in bar:
+            grads, stats = iteration_gradients(exp, net.with_params(params), n)
+            params, state = opt.update(grads, state, params)
+            params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+            if not _finite(stats, params):
+                raise TrainingDiverged(
+                    f"iteration {n}: NaN or inf in the loss or weights; stopped. The last good "
+                    f"checkpoint is {ckpt_path} (lower train.lr or check the inputs)")
+            rows = _rows(n, "train", exp.seeds, stats)
+            if n in evals:
+                last_eval = evaluate(exp, net.with_params(params), eval_set)
+                rows += _rows(n, "eval", exp.seeds, last_eval)
+            log.write("".join(json.dumps(r) + "\n" for r in rows))
+            log.flush()
+            if n % tc.checkpoint_every == 0 or n == tc.iterations:
+                checkpoint.save(ckpt_path, params, state, n, {"seeds": exp.seeds})
+            postfix = {"loss": f"{float(stats['loss'].mean()):.4f}"}
+            if last_eval:
+                postfix[metric_name] = f"{float(last_eval[metric_name].mean()):.3f}"
+            bar.set_postfix(postfix)
+            if on_iteration is not None:
+                on_iteration(n)
+            if tc.stop_error > 0 and exp.task.kind == "classification" and last_eval and \
+                    bool((1 - last_eval["accuracy"] < tc.stop_error).all()):
+                checkpoint.save(ckpt_path, params, state, n, {"seeds": exp.seeds})
+                break
+    summary = summarise(exp, run_dir, read_metrics(run_dir), time.time() - t_start)
+    from . import plots   # matplotlib only once figures are drawn
+    summary["figures"] = plots.run_figures(exp, net.with_params(params), run_dir, read_metrics(run_dir))
+    checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% CI (1.96 · SE; 0 for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, 1.96 * math.sqrt(var / n)
+
+
+def summarise(exp: Experiment, run_dir: Path, rows: list[dict], wall_s: float) -> dict:
+    """Final evaluation per seed, mean ± 95% CI, and the run's identity."""
+    evals = [r for r in rows if r["split"] == "eval"]
+    last = max((r["iteration"] for r in evals), default=0)
+    final = [r for r in evals if r["iteration"] == last]
+    keys = [k for k in ("accuracy", "ce", "nmse", "rate_hz") if final and k in final[0]]
+    cfg = exp.cfg
+    return {
+        "run_dir": str(run_dir), "task": cfg.task.name, "rule": cfg.rule.name, "mode": cfg.rule.mode,
+        "k": cfg.diffusion.k if cfg.rule.name == "diffusion" else None,
+        "seeds": exp.seeds, "iteration": last, "wall_s": round(wall_s, 2),
+        "final": {k: {"per_seed": [r[k] for r in final], "mean": mean_ci([r[k] for r in final])[0],
+                      "ci95": mean_ci([r[k] for r in final])[1]} for k in keys},
+    }
