@@ -144,6 +144,7 @@ class TrainConfig:
     out_dir: str = _f("runs")
     stop_error: float = _f(0.0, **_range(0, 1))  # stop once eval error < this (0 = never)
     progress: bool = _f(True)
+    cuda_graphs: bool = _f(True)  # replay CUDA graphs of each iteration on a GPU (same results)
 
 
 @dataclass(frozen=True)

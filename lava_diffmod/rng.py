@@ -50,20 +50,18 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def hash_counter(key: torch.Tensor | int, index: torch.Tensor) -> torch.Tensor:
-    """32-bit hash of (key, index); key and index broadcast, index may exceed 2^32."""
-    key = torch.as_tensor(key, dtype=torch.int64, device=index.device) & MASK32
-    h = mix32(key ^ (index & MASK32))
+def hash_counter(key: torch.Tensor | int, index: torch.Tensor | int) -> torch.Tensor | int:
+    """32-bit hash of (key, index); tensors broadcast, plain ints stay on the host (no
+    host-to-device copies, so a CUDA graph can capture it); index may exceed 2^32."""
+    h = mix32((key & MASK32) ^ (index & MASK32))
     return mix32(((h ^ (index >> 32)) + 0x9E3779B9) & MASK32)
 
 
-def derive(key: torch.Tensor | int, *counters: int | torch.Tensor) -> torch.Tensor:
+def derive(key: torch.Tensor | int, *counters: int | torch.Tensor) -> torch.Tensor | int:
     """A new 32-bit key from a key and integer counters (iteration, trial, step, ...)."""
-    k = torch.as_tensor(key, dtype=torch.int64)
     for c in counters:
-        c = torch.as_tensor(c, dtype=torch.int64, device=k.device)
-        k = hash_counter(k, c)
-    return k
+        key = hash_counter(key, c)
+    return key
 
 
 def hashes(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
@@ -72,7 +70,8 @@ def hashes(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torc
     ``key`` may be a tensor whose shape is a prefix of ``shape`` (one key per leading slice,
     e.g. one per seed); each slice then counts its own flat index from 0.
     """
-    key = torch.as_tensor(key, dtype=torch.int64, device=device)
+    if not isinstance(key, torch.Tensor):
+        key = torch.full((), key, dtype=torch.int64, device=device)
     inner = tuple(shape[key.dim():])
     index = torch.arange(math.prod(inner), device=key.device, dtype=torch.int64).reshape(inner)
     return hash_counter(key.reshape(tuple(key.shape) + (1,) * len(inner)), index)

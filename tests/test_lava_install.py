@@ -4,6 +4,7 @@ Runs wherever Python < 3.12 (CI's legs are 3.10 and 3.11): a missing lava-nc fai
 The fixed recursion is LOIHI.md §3.1; the float one is lava's ``PyLifModelFloat``.
 """
 
+import subprocess
 import sys
 
 import numpy as np
@@ -90,3 +91,16 @@ def test_builtin_lif_matches_hand_computation(tag):
 
     np.testing.assert_array_equal(np.array(voltages), v_expected)
     np.testing.assert_array_equal(spikes != 0, s_expected)
+
+
+@pytest.mark.lava
+def test_lava_imports_after_a_training_progress_bar():
+    """A progress bar must not fix the multiprocessing start method Lava sets on import."""
+    code = ("import lava_diffmod.training.trainer as t\n"
+            "for _ in t.tqdm(range(2)): pass\n"
+            "from lava.proc.lif.process import LIF\n"
+            "import lava.magma.runtime.message_infrastructure.multiprocessing\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("ok")

@@ -69,8 +69,8 @@ def alif_init(shape: tuple[int, ...], like: torch.Tensor) -> ALIFState:
 
 
 def pseudo_derivative(dist: torch.Tensor, free: torch.Tensor, p: ALIFParameters) -> torch.Tensor:
-    """ψ = [free] (γ/ϑ) max(0, 1 − |v − A|/ϑ), i.e. ∂z/∂v (and −∂z/∂A), per unit of v."""
-    return free * (p.gamma / p.thr) * torch.clamp(1 - dist.abs() / p.thr, min=0)
+    """ψ = [free] (γ/ϑ) max(0, 1 − |v − A|/ϑ) = [free] (γ/ϑ²) max(0, ϑ − |v − A|): ∂z/∂v (= −∂z/∂A)."""
+    return torch.where(free, (p.thr - dist.abs()).clamp_(min=0), 0.0) * (p.gamma / p.thr ** 2)
 
 
 def alif_step(s: ALIFState, current: torch.Tensor, p: ALIFParameters,
@@ -82,15 +82,17 @@ def alif_step(s: ALIFState, current: torch.Tensor, p: ALIFParameters,
     through the reset term, as e-prop's derivation assumes.
     """
     z_prev = s.z
-    r = torch.where(z_prev > 0, torch.full_like(s.r, p.n_block), torch.clamp(s.r - 1, min=0))
-    a = p.rho * s.a + p.adapt_scale * z_prev
-    thr_adapt = p.thr + p.beta * a
-    reset = (thr_adapt if p.reset_adaptive else p.thr) * (z_prev.detach() if detach_reset else z_prev)
-    v = p.alpha * s.v + p.input_scale * current - reset
+    r = torch.where(z_prev > 0, p.n_block, (s.r - 1).clamp_(min=0))
+    a = torch.add(p.rho * s.a, z_prev, alpha=p.adapt_scale)
+    thr_adapt = p.beta * a + p.thr
+    reset = (thr_adapt if p.reset_adaptive else p.thr) * z_prev
+    if detach_reset:
+        reset = reset.detach()
+    v = torch.add(p.alpha * s.v, current, alpha=p.input_scale) - reset
     dist = v - thr_adapt
-    free = (r == 0).to(v.dtype)
+    free = r == 0
     psi = pseudo_derivative(dist.detach(), free, p)
-    z = ((dist >= 0) if p.spike_ge else (dist > 0)).to(v.dtype) * free
+    z = (((dist >= 0) if p.spike_ge else (dist > 0)) & free).to(v.dtype)
     if dist.requires_grad:
         z = z + psi * (dist - dist.detach())
     return ALIFState(v, a, z, r), psi

@@ -52,7 +52,7 @@ class Objective:
 
 def readout_step(y: torch.Tensor, z: torch.Tensor, w_out: torch.Tensor, kappa: float) -> torch.Tensor:
     """y(t) = κ y(t−1) + (1−κ) z(t) W_out, from the spikes of the same step."""
-    return kappa * y + (1 - kappa) * (z @ w_out)
+    return torch.lerp(z @ w_out, y, kappa)
 
 
 def output_error(y: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:

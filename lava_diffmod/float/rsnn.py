@@ -41,6 +41,7 @@ class Network:
     grid: tuple[int, int]       # (h, w)
     shuffle: torch.Tensor       # (S, h·w) fixed permutation for the shuffled control
     is_alif: torch.Tensor       # (N,) bool
+    has_alif: bool              # any β ≠ 0 (then e-prop keeps the ε^a traces)
     tracking_feedback: bool = False  # feedback follows W_out ⊙ M_out
 
     @property
@@ -78,11 +79,9 @@ class Network:
         """The networks at population indices ``index`` (a list or slice)."""
         def take(t):
             return t[index]
-        beta = self.neuron.beta
-        neuron = self.neuron._replace(beta=beta[index] if beta.dim() == 3 else beta)
         return dataclasses.replace(
             self, params=Params(*map(take, self.params)), feedback=take(self.feedback),
-            m_in=take(self.m_in), m_rec=take(self.m_rec), m_out=take(self.m_out), neuron=neuron,
+            m_in=take(self.m_in), m_rec=take(self.m_rec), m_out=take(self.m_out),
             cells=take(self.cells), shuffle=take(self.shuffle))
 
     @classmethod
@@ -105,7 +104,7 @@ class Network:
             feedback=real("feedback"), m_in=real("m_in"), m_rec=real("m_rec"), m_out=real("m_out"),
             neuron=alif_parameters(cfg.neuron, beta), kappa=math.exp(-cfg.neuron.dt / cfg.neuron.tau_out),
             cells=stack("cells"), grid=(cfg.network.grid_h, cfg.network.grid_w),
-            shuffle=stack("shuffle"), is_alif=is_alif.to(device),
+            shuffle=stack("shuffle"), is_alif=is_alif.to(device), has_alif=cfg.neuron.n_alif > 0 and cfg.neuron.beta != 0,
             tracking_feedback=cfg.network.feedback == "symmetric_tracking")
 
     @classmethod
@@ -139,7 +138,7 @@ class Network:
                                       gamma=gamma, n_ref=n_ref, dt=dt).items() if v is not None}
         ncfg = dataclasses.replace(neuron or NeuronConfig(), **over)
         beta = torch.zeros(n) if beta is None else torch.as_tensor(beta)
-        beta = beta.to(device=device, dtype=dtype)
+        beta = beta.to(device=device, dtype=dtype).reshape(n)
         grid = grid or (1, n)
         cells = torch.arange(n) if cells is None else torch.as_tensor(cells)
         cells = cells.to(device=device, dtype=torch.int64).expand(s, n).clone()
@@ -149,7 +148,7 @@ class Network:
             neuron=alif_parameters(ncfg, beta), kappa=math.exp(-ncfg.dt / ncfg.tau_out),
             cells=cells, grid=tuple(grid),
             shuffle=torch.arange(grid[0] * grid[1], device=device).expand(s, -1).clone(),
-            is_alif=(beta != 0).reshape(-1)[-n:], tracking_feedback=tracking_feedback)
+            is_alif=beta != 0, has_alif=bool((beta != 0).any()), tracking_feedback=tracking_feedback)
 
 
 class Record(NamedTuple):
@@ -165,14 +164,14 @@ def input_currents(x: torch.Tensor, w_in: torch.Tensor) -> torch.Tensor:
     """Σ_i W_in[i,j] x_i(t) for all t at once: (T, S, B, n_in) → (T, S, B, N)."""
     t, s, b, n_in = x.shape
     cur = torch.bmm(x.permute(1, 0, 2, 3).reshape(s, t * b, n_in), w_in)
-    return cur.reshape(s, t, b, -1).permute(1, 0, 2, 3)
+    return cur.reshape(s, t, b, -1).permute(1, 0, 2, 3).contiguous()
 
 
 def rsnn_step(state: ALIFState, i_in: torch.Tensor, w_rec: torch.Tensor, p: ALIFParameters,
               detach_rec: bool = False, detach_reset: bool = False):
     """One network step: recurrent input from z(t−1), then the ALIF update → (state, ψ)."""
     z_prev = state.z.detach() if detach_rec else state.z
-    return alif_step(state, i_in + torch.bmm(z_prev, w_rec), p, detach_reset)
+    return alif_step(state, torch.baddbmm(i_in, z_prev, w_rec), p, detach_reset)
 
 
 def forward(net: Network, x: torch.Tensor, *, keep_state: bool = False, detach_rec: bool = False,

@@ -13,7 +13,7 @@ from .bptt import bptt
 from .eprop import Gradients, eprop_factorised, eprop_online
 from .modulator import Modulator, modulator_from_config
 
-__all__ = ["Rule", "Gradients", "gradients", "bptt", "eprop_online", "eprop_factorised"]
+__all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "eprop_online", "eprop_factorised"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,20 @@ class Rule:
         return modulator_from_config(self.diffusion or DiffusionConfig(), net)
 
 
+def gradient_fn(rule: Rule, net: Network):
+    """``fn(net, x, target, trial_keys) -> Gradients`` for this rule, with all host-side set-up
+    (the modulator's constants) done now, so ``fn`` only runs device work (CUDA-graph safe)."""
+    if rule.name == "bptt":
+        return lambda net, x, target, keys: bptt(net, x, target, rule.objective)
+    mod = rule.modulator(net)
+    eprop = eprop_online if rule.mode == "online" else eprop_factorised
+
+    def fn(net, x, target, keys):
+        with torch.no_grad():
+            return eprop(net, x, target, rule.objective, mod, keys)
+    return fn
+
+
 def gradients(rule: Rule, net: Network, x: torch.Tensor, target: torch.Tensor,
               trial_keys: torch.Tensor | None = None) -> Gradients:
     """Masked weight gradients of S networks on one batch, and the loss terms per seed.
@@ -43,10 +57,6 @@ def gradients(rule: Rule, net: Network, x: torch.Tensor, target: torch.Tensor,
     x: (T, S, B, n_in) input spikes; target: labels (S, B) or y* (T, S, B|1, n_out);
     trial_keys: (S, B) random keys of the trials (for the per-step shuffled control).
     """
-    if rule.name == "bptt":
-        return bptt(net, x, target, rule.objective)
     if trial_keys is None:
         trial_keys = torch.zeros(x.shape[1:3], dtype=torch.int64, device=x.device)
-    fn = eprop_online if rule.mode == "online" else eprop_factorised
-    with torch.no_grad():
-        return fn(net, x, target, rule.objective, rule.modulator(net), trial_keys)
+    return gradient_fn(rule, net)(net, x, target, trial_keys)

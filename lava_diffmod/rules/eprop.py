@@ -87,7 +87,7 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
     t_steps, s, b, n_in = x.shape
     n = net.n_rec
     t0 = t_steps - obj.window
-    has_alif = bool(net.is_alif.any())
+    has_alif = net.has_alif
     signal = LearningSignal(net, modulator, trial_keys)
     tgt = window_target(target, obj.kind, t0)
 
@@ -113,9 +113,9 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
         eps_v = p.alpha * eps_v + p.input_scale * pre
         e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
         e = psi[:, :, None, :] * e
-        ebar = kappa * ebar + (1 - kappa) * e
+        ebar = torch.lerp(e, ebar, kappa)
         e_sum = e_sum + e
-        zbar = kappa * zbar + (1 - kappa) * state.z
+        zbar = torch.lerp(state.z, zbar, kappa)
         z_count = z_count + state.z
         if t >= t0:
             tt = tgt if obj.kind == "classification" else tgt[t - t0]
@@ -134,46 +134,56 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
                      rate_regulariser(z_count / t_steps, obj), y_w)
 
 
-def adjoint_scan(psi: torch.Tensor, learning: torch.Tensor, t0: int, reg: torch.Tensor,
-                 net: Network, obj: Objective, bs: float) -> torch.Tensor:
-    """Backward scan over per-neuron quantities → h̃ (T, S, B, N) with g_ij = Σ_t pre_i h̃_j.
-
-    L̃(t) = κ L̃(t+1) + (1−κ) L(t);  c = bs (τ_𝒲 L̃ + reg);
-    h = ψ (c + s_a μ(t+1));  μ(t) = −β c ψ + (ρ − s_a β ψ) μ(t+1);
-    acc(t) = α acc(t+1) + h(t);  h̃ = s_in acc.
-    """
-    p, kappa = net.neuron, net.kappa
-    has_alif = bool(net.is_alif.any())
-    tau_w = obj.grad_time_scale()
-    out = torch.empty_like(psi)
-    lbar = torch.zeros_like(psi[0])
-    mu = torch.zeros_like(lbar)
-    acc = torch.zeros_like(lbar)
-    for t in range(psi.shape[0] - 1, -1, -1):
-        if t >= t0:
-            lbar = kappa * lbar + (1 - kappa) * learning[t - t0]
-        else:
-            lbar = kappa * lbar
-        c = bs * (tau_w * lbar + reg)
-        if has_alif:
-            h = psi[t] * (c + p.adapt_scale * mu)
-            mu = -p.beta * c * psi[t] + (p.rho - p.adapt_scale * p.beta * psi[t]) * mu
-        else:
-            h = psi[t] * c
-        acc = p.alpha * acc + h
-        out[t] = p.input_scale * acc
+def backward_filter(learning: torch.Tensor, t_steps: int, kappa: float) -> torch.Tensor:
+    """L̃(t) = (1−κ) Σ_{s≥t} κ^{s−t} L(s) for all t, from L on the window (the last W steps):
+    a backward scan over the window, then pure decay L̃(t) = κ^{t0−t} L̃(t0) before it."""
+    w = learning.shape[0]
+    t0 = t_steps - w
+    out = learning.new_empty((t_steps, *learning.shape[1:]))
+    nxt = torch.zeros_like(learning[0])
+    for t in range(t_steps - 1, t0 - 1, -1):
+        nxt = torch.lerp(learning[t - t0], nxt, kappa, out=out[t])
+    decay = kappa ** torch.arange(t0, 0, -1, device=out.device, dtype=torch.float64)
+    out[:t0] = decay.to(out.dtype).reshape(-1, *[1] * (out.dim() - 1)) * out[t0]
     return out
 
 
-def filtered_error(err_w: torch.Tensor, t_steps: int, kappa: float) -> torch.Tensor:
-    """ẽrr(t) = (1−κ) Σ_{s≥t, s∈𝒲} κ^{s−t} err(s) for all t: (T, S, B, n_out).
-    Then Σ_{t∈𝒲} err(t) z̄(t)ᵀ = Σ_t z(t) ẽrr(t)ᵀ."""
-    w = err_w.shape[0]
-    out = err_w.new_zeros((t_steps, *err_w.shape[1:]))
-    acc = torch.zeros_like(err_w[0])
-    for t in range(t_steps - 1, -1, -1):
-        acc = kappa * acc + (err_w[t - t_steps + w] if t >= t_steps - w else 0)
-        out[t] = (1 - kappa) * acc
+def adjoint_scan(psi: torch.Tensor, learning: torch.Tensor, reg: torch.Tensor,
+                 net: Network, obj: Objective, bs: float) -> torch.Tensor:
+    """Backward scan over per-neuron quantities → h̃ (T, S, B, N) with g_ij = Σ_t pre_i h̃_j.
+
+    c(t) = bs (τ_𝒲 L̃(t) + reg) is the weight of e(t);
+    h(t) = ψ(t) c(t) + s_a ψ(t) μ(t+1),   μ(t) = −β ψ(t) c(t) + (ρ − s_a β ψ(t)) μ(t+1)  (ALIF adjoint);
+    acc(t) = α acc(t+1) + h(t),   h̃ = s_in acc                                         (ε^v adjoint).
+    """
+    p = net.neuron
+    psic = psi * (bs * (obj.grad_time_scale() * backward_filter(learning, psi.shape[0], net.kappa) + reg))
+    acc = torch.empty_like(psi)
+    nxt = torch.zeros_like(psi[0])
+    if net.has_alif:
+        sa_psi = p.adapt_scale * psi
+        q = -p.beta * psic
+        d = p.rho - p.beta * sa_psi
+        mu = torch.zeros_like(nxt)
+        for t in range(psi.shape[0] - 1, -1, -1):
+            h = torch.addcmul(psic[t], sa_psi[t], mu)
+            mu = torch.addcmul(q[t], d[t], mu)
+            nxt = torch.add(h, nxt, alpha=p.alpha, out=acc[t])
+    else:
+        for t in range(psi.shape[0] - 1, -1, -1):
+            nxt = torch.add(psic[t], nxt, alpha=p.alpha, out=acc[t])
+    return acc.mul_(p.input_scale)
+
+
+def filtered_spikes(z: torch.Tensor, window: int, kappa: float) -> torch.Tensor:
+    """z̄(t) = κ z̄(t−1) + (1−κ) z(t) on the window (W, S, B, N): the state before the window
+    as one weighted sum, then a scan over the window."""
+    t0 = z.shape[0] - window
+    weights = (1 - kappa) * kappa ** torch.arange(t0 - 1, -1, -1, device=z.device, dtype=torch.float64)
+    zbar = torch.einsum("t,tsbn->sbn", weights.to(z.dtype), z[:t0])
+    out = torch.empty_like(z[t0:])
+    for t in range(t0, z.shape[0]):
+        zbar = torch.lerp(z[t], zbar, kappa, out=out[t - t0])
     return out
 
 
@@ -197,9 +207,9 @@ def eprop_factorised(net: Network, x: torch.Tensor, target: torch.Tensor, obj: O
     learning = torch.stack([signal.step(err_w[t - t0], t) for t in range(t0, t_steps)])
     z_count = rec.z.sum(0)
     bs = obj.batch_scale(b)
-    h = adjoint_scan(rec.psi, learning, t0, regulariser_coefficient(z_count, t_steps, obj), net, obj, bs)
+    h = adjoint_scan(rec.psi, learning, regulariser_coefficient(z_count, t_steps, obj), net, obj, bs)
     z_prev = torch.cat([torch.zeros_like(rec.z[:1]), rec.z[:-1]])
-    g_out = bs * obj.time_scale() * contract(rec.z, filtered_error(err_w, t_steps, net.kappa))
+    g_out = bs * obj.time_scale() * contract(filtered_spikes(rec.z, obj.window, net.kappa), err_w)
     grads = Params(contract(x, h), contract(z_prev, h), g_out)
     return Gradients(masked(net, grads), task_loss(y_w, tgt, obj),
                      rate_regulariser(z_count / t_steps, obj), y_w)

@@ -72,10 +72,17 @@ def modulator_from_config(cfg: DiffusionConfig, net) -> Modulator:
                      perm=net.shuffle if cfg.shuffle == "fixed" else None)
 
 
+def _periodic_sum(g: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Σ_{|δ|≤ρ} roll(g, δ) along ``dim``."""
+    out = g
+    for d in range(1, radius + 1):
+        out = out + torch.roll(g, d, dims=dim) + torch.roll(g, -d, dims=dim)
+    return out
+
+
 def box_diffuse(g: torch.Tensor, k: float, radius: int) -> torch.Tensor:
     """k/(2ρ+1)² · periodic box sum over the (2ρ+1)² neighbourhood, on (..., h, w)."""
-    rows = sum(torch.roll(g, d, dims=-1) for d in range(-radius, radius + 1))
-    box = sum(torch.roll(rows, d, dims=-2) for d in range(-radius, radius + 1))
+    box = _periodic_sum(_periodic_sum(g, radius, -1), radius, -2)
     return box * (k / (2 * radius + 1) ** 2)
 
 
@@ -100,7 +107,7 @@ def diffuse(g: torch.Tensor, mod: Modulator) -> torch.Tensor:
             out.append(box_diffuse(gc, mod.k[c], mod.radius[c]))
         else:
             out.append(laplacian_diffuse(gc, mod.k[c], mod.D, mod.n_sub))
-    return torch.stack(out, dim=2).reshape(g.shape)
+    return (out[0].unsqueeze(2) if len(out) == 1 else torch.stack(out, dim=2)).reshape(g.shape)
 
 
 def _permute(g: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,19 @@ from tqdm.auto import tqdm
 from .. import config as config_mod
 from ..config import Config
 from ..float.readout import Objective, accuracy_and_prediction, nmse, task_loss
-from ..float.rsnn import Network, Params, forward
-from ..rules import Rule, gradients
+from ..float.rsnn import Network, Params
+from ..rules import Rule
 from ..rules.eprop import window_target
 from ..tasks import make_task
 from . import checkpoint, optim
+from .engine import Engine
 
 CHECKPOINT = "checkpoint.safetensors"
+
+# tqdm's default lock is a multiprocessing lock, whose creation fixes the process's start
+# method; Lava later calls multiprocessing.set_start_method('fork') and would then fail. A
+# thread lock keeps training and Lava usable in one process.
+tqdm.set_lock(threading.RLock())
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,6 +52,7 @@ class Experiment:
     net: Network
     rule: Rule
     optimizer: optim.Optimizer
+    engine: Engine
 
     @property
     def seeds(self) -> list[int]:
@@ -70,7 +78,8 @@ def setup(cfg: Config) -> Experiment:
         raise config_mod.ConfigError(f"train.device = {cfg.train.device!r}: CUDA is not available here")
     net = Network.from_config(cfg, list(cfg.train.seeds), task.n_in, task.n_out, device, dtype)
     rule = Rule(cfg.rule.name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion)
-    return Experiment(cfg, task, net, rule, optim.from_config(cfg.train))
+    return Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
+                      Engine(rule, net, graphs=cfg.train.cuda_graphs))
 
 
 def train_batch(exp: Experiment, iteration: int, micro: int):
@@ -87,7 +96,7 @@ def iteration_gradients(exp: Experiment, net: Network, iteration: int):
     total, task_l, reg_l, correct = None, 0.0, 0.0, 0.0
     for micro in range(n_micro):
         batch = train_batch(exp, iteration, micro)
-        out = gradients(exp.rule, net, batch.x, batch.target, batch.keys)
+        out = exp.engine.gradients(net.params, batch.x, batch.target, batch.keys)
         total = out.grads if total is None else Params(*(a + b for a, b in zip(total, out.grads)))
         task_l = task_l + out.task_loss
         reg_l = reg_l + out.reg_loss
@@ -116,7 +125,7 @@ def evaluate(exp: Experiment, net: Network, batches=None) -> dict[str, torch.Ten
     sums: dict[str, torch.Tensor] = {}
     n_trials = 0
     for batch in batches if batches is not None else eval_batches(exp):
-        rec = forward(net, batch.x)
+        rec = exp.engine.forward(net.params, batch.x)
         t0 = batch.x.shape[0] - obj.window
         y_w = rec.y[t0:]
         b = batch.x.shape[2]
@@ -159,7 +168,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        try:
+            rows.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:   # a last line torn by a kill mid-write: resume drops it
+            pass
+    return rows
 
 
 def _finite(stats: dict, params: Params) -> bool:

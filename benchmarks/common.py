@@ -1,0 +1,69 @@
+"""Shared helpers for the benchmarks: configs at paper sizes, timing, the result record."""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from lava_diffmod import config as config_mod
+from lava_diffmod.training.trainer import setup
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+# the four training paths the issue compares: (label, rule, e-prop mode)
+RULES = [("bptt", "bptt", "factorised"), ("eprop_online", "eprop", "online"),
+         ("eprop_factorised", "eprop", "factorised"), ("diffusion", "diffusion", "factorised")]
+
+
+def experiment(rule: str, mode: str, seeds: int, batch: int, device: str, graphs: bool = True,
+               task_params: dict | None = None, example: str = "cue_accumulation"):
+    """The cue-accumulation experiment of examples/ with S seeds and one pass of ``batch``."""
+    over = {"rule.name": rule, "rule.mode": mode, "train.seeds": list(range(1, seeds + 1)),
+            "train.batch_size": batch, "train.micro_batches": 1, "train.device": device,
+            "train.cuda_graphs": graphs, "train.progress": False}
+    if task_params:
+        over["task.params"] = task_params
+    return setup(config_mod.load(ROOT / "examples" / f"{example}.toml", over))
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls (after one warm-up call)."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, Python {platform.python_version()})"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
+            f"(torch {torch.__version__}, Python {platform.python_version()})")
+
+
+def record(name: str, device: str, results: dict, out_dir: Path = RESULTS) -> Path:
+    """Write ``results`` with the command, machine and date as ``<out_dir>/<name>.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+           "machine": machine(device), "date": datetime.date.today().isoformat(), **results}
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    return path

@@ -1,0 +1,143 @@
+"""GPU benchmarks of the float reference (run on the H100 through the device tool).
+
+    python benchmarks/gpu.py [throughput] [protocol] [memory] [--out DIR]
+
+* throughput: training trial-steps per second for BPTT, e-prop online, e-prop factorised and
+  diffusion, 20 seeds batched at the cue-accumulation sizes (B = 64, T = 2050), graphed; plus
+  diffusion eager in the same run, as the CUDA-graph speed-up ratio.
+* protocol: the full cue-accumulation protocol (2000 iterations × 64 trials, 20 seeds,
+  diffusion e-prop, evaluation of 512 trials every 25 iterations) timed over the first
+  iterations of a real run and extrapolated to 2000; where the time goes.
+* memory: peak GPU memory of e-prop online and of BPTT at T and at 4T, one seed, B = 64.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RESULTS, RULES, experiment, record, timed  # noqa: E402
+from lava_diffmod import config as config_mod  # noqa: E402
+from lava_diffmod.training import trainer  # noqa: E402
+
+DEV = "cuda"
+SEEDS, BATCH = 20, 64
+
+
+def throughput() -> dict:
+    out = {}
+    cases = [(label, rule, mode, True) for label, rule, mode in RULES] + [("diffusion_eager", "diffusion", "factorised", False)]
+    for label, rule, mode, graphs in cases:
+        try:
+            exp = experiment(rule, mode, SEEDS, BATCH, DEV, graphs=graphs)
+            batch = trainer.train_batch(exp, 1, 0)
+            params = exp.net.params
+            repeats = 2 if mode == "online" or not graphs else 5
+            t = timed(lambda: exp.engine.gradients(params, batch.x, batch.target, batch.keys), DEV, repeats)
+            steps = SEEDS * BATCH * exp.task.steps
+            out[label] = {"seconds_per_batch": round(t, 4), "trial_steps_per_s": round(steps / t),
+                          "graphed": graphs}
+        except Exception as e:  # noqa: BLE001 - record and go on with the other cases
+            out[label] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
+        print(label, out[label], flush=True)
+    if "error" not in out.get("diffusion", {}) and "error" not in out.get("diffusion_eager", {}):
+        out["cuda_graph_speedup_diffusion"] = round(
+            out["diffusion_eager"]["seconds_per_batch"] / out["diffusion"]["seconds_per_batch"], 2)
+    out["setup"] = {"seeds": SEEDS, "batch": BATCH, "steps": 2050, "task": "cue_accumulation",
+                    "dtype": "float32", "note": "one gradient computation (forward + rule) per batch; data excluded"}
+    return out
+
+
+def protocol(iterations: int = 50) -> dict:
+    over = {"rule.name": "diffusion", "train.seeds": list(range(1, SEEDS + 1)), "train.device": DEV,
+            "train.iterations": iterations, "train.micro_batches": 1, "train.progress": False,
+            "train.checkpoint_every": 25}
+    cfg = config_mod.load(Path(__file__).resolve().parent.parent / "examples" / "cue_accumulation.toml", over)
+    stamps = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        summary = trainer.train(cfg, Path(tmp) / "run", on_iteration=lambda n: stamps.append(time.perf_counter()))
+        total = time.perf_counter() - t0
+    # iterations without an evaluation: 2 … 25 and 27 … 49 (1, 26, 50 evaluate)
+    evals = trainer.eval_iterations(iterations, 25)
+    plain = [stamps[i] - stamps[i - 1] for i in range(1, len(stamps)) if (i + 1) not in evals]
+    per_iter = sorted(plain)[len(plain) // 2]
+    with_eval = [stamps[i] - stamps[i - 1] for i in range(1, len(stamps)) if (i + 1) in evals]
+    per_eval = sum(with_eval) / len(with_eval) - per_iter
+    # where the time goes, measured on one batch with the same engine
+    exp = trainer.setup(config_mod.load(Path(__file__).resolve().parent.parent / "examples" / "cue_accumulation.toml", over))
+    batch = trainer.train_batch(exp, 1, 0)
+    p = exp.net.params
+    t_data = timed(lambda: trainer.train_batch(exp, 1, 0), DEV, 5)
+    t_fwd = timed(lambda: exp.engine.forward(p, batch.x), DEV, 5)
+    t_grad = timed(lambda: exp.engine.gradients(p, batch.x, batch.target, batch.keys), DEV, 5)
+    n_evals_full = len(trainer.eval_iterations(2000, 25))
+    full = 2000 * per_iter + n_evals_full * per_eval
+    return {
+        "measured_iterations": iterations, "measured_wall_s": round(total, 2),
+        "seconds_per_iteration": round(per_iter, 4), "seconds_per_evaluation_512": round(per_eval, 3),
+        "extrapolated_2000_iterations_s": round(full, 1),
+        "extrapolated_minutes": round(full / 60, 2), "target_minutes": 10,
+        "extrapolation": f"2000 x median iteration time + {n_evals_full} evaluations x evaluation time, "
+                         f"both measured in the first {iterations} iterations of a real run",
+        "breakdown_s_per_iteration": {"data": round(t_data, 4), "forward": round(t_fwd, 4),
+                                      "learning_signal_scan_products": round(t_grad - t_fwd, 4),
+                                      "optimiser_and_bookkeeping": round(per_iter - t_grad - t_data, 4)},
+        "final_eval_accuracy_mean_at_measured_iteration": summary["final"]["accuracy"]["mean"],
+        "setup": {"seeds": SEEDS, "batch": BATCH, "micro_batches": 1, "rule": "diffusion k=0.75",
+                  "note": "one pass over 64 trials per iteration (equal to 8 x 8 averaged, MODEL.md 3.6)"},
+    }
+
+
+def memory() -> dict:
+    out = {}
+    delay_4t = 4 * 2050 - (2050 - 850)   # a 4x longer trial through a longer delay
+    for label, rule, mode in [("eprop_online", "eprop", "online"), ("bptt", "bptt", "factorised"),
+                              ("eprop_factorised", "eprop", "factorised")]:
+        peaks = {}
+        for name, params in (("T", None), ("4T", {"delay_ms": delay_4t})):
+            exp = experiment(rule, mode, 1, BATCH, DEV, graphs=False, task_params=params)
+            batch = trainer.train_batch(exp, 1, 0)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            exp.engine.gradients(exp.net.params, batch.x, batch.target, batch.keys)
+            torch.cuda.synchronize()
+            peaks[name] = {"steps": exp.task.steps, "peak_above_inputs_MB": round((torch.cuda.max_memory_allocated() - base) / 2**20, 2)}
+            del exp, batch
+        peaks["ratio_4T_over_T"] = round(peaks["4T"]["peak_above_inputs_MB"] / peaks["T"]["peak_above_inputs_MB"], 3)
+        out[label] = peaks
+        print(label, peaks, flush=True)
+    out["note"] = ("peak torch.cuda allocation during one gradient computation, above what is allocated "
+                   "before it (weights and the batch's input spikes); 1 seed, B = 64, eager")
+    return out
+
+
+def main() -> None:
+    global DEV, SEEDS, BATCH
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sections", nargs="*", default=["throughput", "protocol", "memory"])
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--device", default="cuda", help="cpu only to smoke-test this script")
+    parser.add_argument("--seeds", type=int, default=SEEDS)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    args = parser.parse_args()
+    DEV, SEEDS, BATCH = args.device, args.seeds, args.batch
+    for section in args.sections:
+        fn = {"throughput": throughput, "protocol": protocol, "memory": memory}[section]
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001
+            result = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-3000:]}
+        record(f"gpu_{section}", DEV, result, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

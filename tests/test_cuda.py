@@ -1,0 +1,58 @@
+"""CUDA checks: run on the GPU machine (`python -m pytest tests/test_cuda.py`); skipped elsewhere."""
+import pytest
+import torch
+
+from lava_diffmod import config as config_mod, rng
+from lava_diffmod.training import trainer
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def small_cfg(rule, device, **extra):
+    over = {"rule.name": rule, "train.device": device, "train.dtype": "float64", "train.seeds": [1, 2],
+            "train.batch_size": 4, "train.micro_batches": 1, "train.progress": False,
+            "task.params": {"n_cues": 3, "cue_ms": 30, "gap_ms": 10, "delay_ms": 40, "decision_ms": 30}}
+    over.update(extra)
+    return config_mod.load("examples/cue_accumulation.toml", over)
+
+
+def test_counter_rng_same_bits_on_cpu_and_cuda():
+    keys = torch.tensor([[3, 2**31 + 7], [2**32 - 1, 0]])
+    cpu = rng.hashes(keys, (2, 2, 100_000))
+    gpu = rng.hashes(keys.cuda(), (2, 2, 100_000)).cpu()
+    assert torch.equal(cpu, gpu)
+
+
+def test_task_batches_same_bits_on_cpu_and_cuda():
+    cfg = small_cfg("diffusion", "cpu")
+    exp = trainer.setup(cfg)
+    cpu = exp.task.batch([1, 2], "train", 5, range(0, 4), "cpu", torch.float32)
+    gpu = exp.task.batch([1, 2], "train", 5, range(0, 4), "cuda", torch.float32)
+    assert torch.equal(cpu.x, gpu.x.cpu()) and torch.equal(cpu.target, gpu.target.cpu())
+
+
+@pytest.mark.parametrize("rule", ["diffusion", "eprop", "bptt"])
+def test_graphed_engine_equals_eager_bit_for_bit(rule):
+    eager = trainer.setup(small_cfg(rule, "cuda", **{"train.cuda_graphs": False}))
+    graphed = trainer.setup(small_cfg(rule, "cuda"))
+    assert graphed.engine.graphs and not eager.engine.graphs
+    for it in (1, 2):   # second call replays the captured graph with new inputs
+        batch = trainer.train_batch(eager, it, 0)
+        a = eager.engine.gradients(eager.net.params, batch.x, batch.target, batch.keys)
+        b = graphed.engine.gradients(graphed.net.params, batch.x, batch.target, batch.keys)
+        for ga, gb in zip(a.grads, b.grads):
+            assert torch.equal(ga, gb)
+        assert torch.equal(a.task_loss, b.task_loss)
+
+
+def test_cuda_float64_gradients_match_cpu():
+    for rule in ("diffusion", "bptt"):
+        cpu = trainer.setup(small_cfg(rule, "cpu"))
+        gpu = trainer.setup(small_cfg(rule, "cuda"))
+        batch = trainer.train_batch(cpu, 1, 0)
+        a = cpu.engine.gradients(cpu.net.params, batch.x, batch.target, batch.keys)
+        gb = trainer.train_batch(gpu, 1, 0)
+        b = gpu.engine.gradients(gpu.net.params, gb.x, gb.target, gb.keys)
+        for ga, gg in zip(a.grads, b.grads):
+            torch.testing.assert_close(ga, gg.cpu(), rtol=1e-9, atol=1e-12)
