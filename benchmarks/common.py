@@ -54,8 +54,12 @@ def timed(fn, device: str, repeats: int) -> float:
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, Python {platform.python_version()})"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
-            f"(torch {torch.__version__}, Python {platform.python_version()})")
+    model = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [l.split(":", 1)[1].strip() for l in cpuinfo.read_text().splitlines() if l.startswith("model name")]
+        model = f"{names[0]} ({len(names)} cores)" if names else model
+    return f"{model}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def record(name: str, device: str, results: dict, out_dir: Path = RESULTS) -> Path:

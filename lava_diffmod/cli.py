@@ -110,8 +110,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import run_demo
-    return run_demo(Path(args.out), iterations=args.iterations)
+    from .demo import EXAMPLE, run_demo
+    return run_demo(Path(args.out), iterations=args.iterations, config=Path(args.config or EXAMPLE))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train cue accumulation with e-prop and diffusion (CPU, minutes)")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--iterations", type=int, default=None)
+    d.add_argument("--config", help="cue-accumulation config (default examples/cue_accumulation.toml)")
     d.set_defaults(fn=cmd_demo)
     return p
 

@@ -68,7 +68,8 @@ def spike_raster(x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, is_alif: tor
 def field_snapshots(fields: list[torch.Tensor], steps: list[int], grid: tuple[int, int],
                     cells: torch.Tensor, path: Path, title: str) -> None:
     """The neuromodulator concentration on the h × w grid at a few steps of the window."""
-    fig, axes = plt.subplots(1, len(fields), figsize=(3.2 * len(fields), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(fields), figsize=(2.6 * len(fields) + 1, 3.0), squeeze=False,
+                             layout="constrained")
     vmax = max(float(f.abs().max()) for f in fields) or 1.0
     rows, cols = cells // grid[1], cells % grid[1]
     for ax, f, t in zip(axes[0], fields, steps):

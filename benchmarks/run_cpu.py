@@ -1,0 +1,45 @@
+"""CPU training throughput of the four paths, in one run (`make bench`).
+
+Cue accumulation at the paper's sizes (100 neurons, T = 2050), one seed, batch 16: trial-steps
+per second of one gradient computation for BPTT, e-prop online, e-prop factorised and
+diffusion (factorised), and each path's speed relative to e-prop factorised. Absolute CPU
+times on a shared machine are noisy; the ratios, measured in the same run, are the result.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RULES, experiment, record, timed  # noqa: E402
+from lava_diffmod.training import trainer  # noqa: E402
+
+SEEDS, BATCH = 1, 16
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    out = {}
+    for label, rule, mode in RULES:
+        exp = experiment(rule, mode, SEEDS, BATCH, "cpu")
+        batch = trainer.train_batch(exp, 1, 0)
+        params = exp.net.params
+        t = timed(lambda: exp.engine.gradients(params, batch.x, batch.target, batch.keys), "cpu", 3)
+        out[label] = {"seconds_per_batch": round(t, 3),
+                      "trial_steps_per_s": round(SEEDS * BATCH * exp.task.steps / t)}
+        print(label, out[label], flush=True)
+    base = out["eprop_factorised"]["seconds_per_batch"]
+    for label in list(out):
+        out[label]["time_relative_to_eprop_factorised"] = round(out[label]["seconds_per_batch"] / base, 2)
+    exp = experiment("diffusion", "factorised", SEEDS, BATCH, "cpu")
+    out["data_seconds_per_batch"] = round(timed(lambda: trainer.train_batch(exp, 1, 0), "cpu", 3), 3)
+    out["setup"] = {"task": "cue_accumulation", "seeds": SEEDS, "batch": BATCH, "steps": 2050,
+                    "dtype": "float32", "threads": 1,
+                    "note": "median of 3 gradient computations (forward + rule), data excluded"}
+    record("cpu_throughput", "cpu", out)
+
+
+if __name__ == "__main__":
+    main()
