@@ -18,15 +18,15 @@ rng = np.random.default_rng(0)
 n_in, n_rec, n_out, T, batch = 20, 30, 2, 300, 4
 
 # (pre, post) layout: entry [i, j] is the synapse i -> j
-w_in = rng.normal(0, 4 / np.sqrt(n_in), (n_in, n_rec))
-w_rec = rng.normal(0, 1 / np.sqrt(n_rec), (n_rec, n_rec))
+w_in = rng.normal(0, 0.2 / np.sqrt(n_in), (n_in, n_rec))
+w_rec = rng.normal(0, 0.05 / np.sqrt(n_rec), (n_rec, n_rec))
 np.fill_diagonal(w_rec, 0)
 w_out = rng.normal(0, 1 / np.sqrt(n_rec), (n_rec, n_out))
 beta = np.r_[np.zeros(n_rec // 2), np.full(n_rec - n_rec // 2, 0.0174)]   # LIF, then ALIF
 
-# Bellec et al.'s TF conventions: refractory counter includes the spike step, adaptive reset
+# conventions of Bellec et al.'s EligALIF tutorial cell (see the README table)
 neuron = NeuronConfig(thr=0.6, tau_m=20.0, tau_out=20.0, tau_a=2000.0, n_ref=5, gamma=0.3,
-                      refractory="including_spike", reset="adaptive")
+                      adapt_increment="1", input_scaling="1", refractory="including_spike")
 net = Network.from_arrays(w_in=w_in, w_rec=w_rec, w_out=w_out, beta=beta, neuron=neuron,
                           tracking_feedback=True, dtype=torch.float64)
 
