@@ -2,13 +2,12 @@
 
 Two kinds of draws:
 
-* **Structure** (placement, masks, initial weights, feedback): drawn once per network with a
-  ``torch.Generator`` on the CPU, seeded from ``(seed, component name)``, then moved to the
-  device. CPU and CUDA runs therefore build identical networks.
-* **Streams** (task data, shuffle permutations, stochastic rounding): a counter-based hash
-  ``u = H(key, index)``. There is no generator state: the value at an index depends only on the
-  key and the index, so a draw can be recomputed anywhere (CPU, CUDA, a Lava process model) and a
-  resumed run sees the same data as an uninterrupted one.
+Every draw is a counter-based hash ``u = H(key, index)``: there is no generator state, the value
+at an index depends only on the key and the index. So a draw can be recomputed anywhere (CPU,
+CUDA, a Lava process model, another torch version), a resumed run sees the same data as an
+uninterrupted one, and a network built from (seed, component name) is the same everywhere.
+Structural draws (placement, masks, initial weights, feedback) use float64 uniforms with 53
+random bits; streams (task data, shuffles, stochastic rounding) use 24-bit float32 uniforms.
 
 The hash is Chris Wellons' ``lowbias32`` integer mixer, applied twice, on 32-bit values held in
 int64 tensors.
@@ -27,12 +26,6 @@ def name_key(*parts: object) -> int:
     """A 32-bit key from any printable parts, e.g. ``name_key(seed, "input_mask")``."""
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def generator(seed: int, component: str) -> torch.Generator:
-    """CPU generator for one structural component of the network with the given seed."""
-    digest = hashlib.sha256(f"{seed}/{component}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
 
 def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
@@ -81,6 +74,27 @@ def uniform(key: torch.Tensor | int, shape: tuple[int, ...], device=None,
             dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """U[0, 1) on a 2^-24 grid: (H(key, i) >> 8) / 2^24, exact in float32."""
     return (hashes(key, shape, device) >> 8).to(dtype) * (1.0 / 2**24)
+
+
+def uniform53(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """U(0, 1) in float64 with 53 random bits: (k + 1/2) / 2^53 from two 32-bit hashes."""
+    h = hashes(key, (*shape, 2), device)
+    k = ((h[..., 0] >> 5) << 26) | (h[..., 1] >> 6)
+    return (k.double() + 0.5) * (1.0 / 2**53)
+
+
+def normal(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+    """Standard normal draws (float64) by the inverse CDF: √2 · erfinv(2u − 1)."""
+    return math.sqrt(2.0) * torch.special.erfinv(2 * uniform53(key, shape, device) - 1)
+
+
+def truncated_normal(key: torch.Tensor | int, shape: tuple[int, ...], lo: float, hi: float,
+                     device=None) -> torch.Tensor:
+    """Standard normal truncated to [lo, hi] (float64), by the inverse CDF on [Φ(lo), Φ(hi)]."""
+    def cdf(x):
+        return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+    u = cdf(lo) + (cdf(hi) - cdf(lo)) * uniform53(key, shape, device)
+    return (math.sqrt(2.0) * torch.special.erfinv(2 * u - 1)).clamp_(lo, hi)
 
 
 def bernoulli(key: torch.Tensor | int, p: torch.Tensor | float, shape: tuple[int, ...],

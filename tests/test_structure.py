@@ -7,7 +7,6 @@ import torch
 from lava_diffmod.config import Config, NetworkConfig, from_mapping
 from lava_diffmod.float.rsnn import Network
 from lava_diffmod.network import structure as st
-from lava_diffmod.rng import generator
 
 
 def test_max_coordinate_quirk_puts_opposite_edges_at_distance_zero():
@@ -35,8 +34,8 @@ def test_local_mask_mean_out_degree_and_zero_diagonal():
     cfg = NetworkConfig()
     degrees = []
     for seed in range(8):
-        cells = st.place_neurons(100, 10, 10, generator(seed, "placement"))
-        m = st.recurrent_mask(cfg, cells, generator(seed, "recurrent_mask"))
+        cells = st.place_neurons(100, 10, 10, st.key(seed, "placement"))
+        m = st.recurrent_mask(cfg, cells, st.key(seed, "recurrent_mask"))
         assert torch.all(m.diagonal() == 0)
         assert not torch.equal(m, m.T)                # independent per ordered pair
         degrees.append(float(m.sum(1).mean()))
@@ -46,8 +45,8 @@ def test_local_mask_mean_out_degree_and_zero_diagonal():
 
 def test_nearest_neighbours_mask_is_the_moore_neighbourhood():
     cfg = NetworkConfig(connectivity="nearest_neighbours", grid_h=6, grid_w=7)
-    cells = st.place_neurons(42, 6, 7, generator(0, "placement"))
-    m = st.recurrent_mask(cfg, cells, generator(0, "recurrent_mask"))
+    cells = st.place_neurons(42, 6, 7, st.key(0, "placement"))
+    m = st.recurrent_mask(cfg, cells, st.key(0, "recurrent_mask"))
     assert torch.all(m.sum(0) == 8) and torch.all(m.sum(1) == 8) and torch.equal(m, m.T)
     i, j = 0, int(m[0].nonzero()[0])
     ri, ci, rj, cj = cells[i] // 7, cells[i] % 7, cells[j] // 7, cells[j] % 7
@@ -55,19 +54,18 @@ def test_nearest_neighbours_mask_is_the_moore_neighbourhood():
 
 
 def test_exact_count_masks_and_placement():
-    g = generator(3, "x")
-    m = st.exact_count_mask((40, 100), 0.1, g)
+    m = st.exact_count_mask((40, 100), 0.1, st.key(3, "x"))
     assert int(m.sum()) == 400
-    cells = st.place_neurons(100, 10, 10, generator(3, "placement"))
+    cells = st.place_neurons(100, 10, 10, st.key(3, "placement"))
     assert sorted(cells.tolist()) == list(range(100))
 
 
 def test_he_init_is_truncated_with_variance_two_over_fan_in():
-    w = st.initial_weights((200, 400), "he", generator(1, "w"))
+    w = st.initial_weights((200, 400), "he", st.key(1, "w"))
     scale = math.sqrt(2 / 200) / st.HE_TRUNC_STD
     assert float(w.abs().max()) <= 2 * scale + 1e-12
     assert float(w.var()) == pytest.approx(2 / 200, rel=0.03)
-    g = st.initial_weights((200, 400), "gaussian", generator(1, "w"))
+    g = st.initial_weights((200, 400), "gaussian", st.key(1, "w"))
     assert float(g.std()) == pytest.approx(1 / math.sqrt(200), rel=0.03)
 
 

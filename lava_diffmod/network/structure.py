@@ -1,8 +1,9 @@
 """Backend-neutral network structure: grid placement, torus distance, masks, initial weights.
 
 Everything here follows MODEL.md §2 and §3.3. Matrices are stored (pre, post): entry (i, j) is
-the synapse i → j. Each structural draw uses its own generator derived from
-(seed, component name), so changing one component never shifts another.
+the synapse i → j. Each structural draw uses its own random key derived from
+(seed, component name), so changing one component never shifts another, and the counter-based
+draws of :mod:`lava_diffmod.rng` build the same network on any device or torch version.
 """
 from __future__ import annotations
 
@@ -12,14 +13,19 @@ from dataclasses import dataclass
 import torch
 
 from ..config import Config, NetworkConfig
-from ..rng import generator
+from .. import rng
 
 HE_TRUNC_STD = 0.8796256610342398  # std of a standard normal truncated to [-2, 2]
 
 
-def place_neurons(n: int, h: int, w: int, gen: torch.Generator) -> torch.Tensor:
+def key(seed: int, component: str) -> int:
+    """The random key of one structural component of network ``seed``."""
+    return rng.name_key(seed, component)
+
+
+def place_neurons(n: int, h: int, w: int, k: int) -> torch.Tensor:
     """Distinct grid cells p_j = row·w + col for n neurons, uniform without replacement."""
-    return torch.randperm(h * w, generator=gen)[:n]
+    return rng.permutation(k, (h * w,))[:n]
 
 
 def coordinates(cells: torch.Tensor, h: int, w: int, max_coord_norm: bool = True):
@@ -47,25 +53,24 @@ def local_connection_probability(d2: torch.Tensor, sigma: float) -> torch.Tensor
     return torch.sigmoid(-d2 / (4 * sigma))
 
 
-def exact_count_mask(shape: tuple[int, ...], density: float, gen: torch.Generator) -> torch.Tensor:
+def exact_count_mask(shape: tuple[int, ...], density: float, k: int) -> torch.Tensor:
     """A 0/1 mask with exactly ⌊density·N⌋ ones at uniformly drawn entries (N = numel)."""
     n = math.prod(shape)
     ones = int(math.floor(density * n + 1e-9))
     mask = torch.zeros(n, dtype=torch.float64)
-    mask[torch.randperm(n, generator=gen)[:ones]] = 1.0
+    mask[rng.permutation(k, (n,))[:ones]] = 1.0
     return mask.reshape(shape)
 
 
-def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, k: int) -> torch.Tensor:
     """M_rec (pre, post) for the configured connectivity; the diagonal is always 0."""
     n = cells.numel()
     h, w = cfg.grid_h, cfg.grid_w
     if cfg.connectivity == "local":
         d2 = torus_sq_distance(*coordinates(cells, h, w, cfg.max_coord_norm))
-        mask = (torch.rand((n, n), generator=gen, dtype=torch.float64)
-                < local_connection_probability(d2, cfg.sigma)).double()
+        mask = (rng.uniform53(k, (n, n)) < local_connection_probability(d2, cfg.sigma)).double()
     elif cfg.connectivity == "sparse":
-        mask = (torch.rand((n, n), generator=gen, dtype=torch.float64) < cfg.rec_density).double()
+        mask = (rng.uniform53(k, (n, n)) < cfg.rec_density).double()
     elif cfg.connectivity == "full":
         mask = torch.ones((n, n), dtype=torch.float64)
     else:  # nearest_neighbours: the Moore neighbourhood of each neuron's cell on the grid torus
@@ -79,36 +84,32 @@ def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, gen: torch.Generator
     return mask
 
 
-def initial_weights(shape: tuple[int, int], init: str, gen: torch.Generator) -> torch.Tensor:
+def initial_weights(shape: tuple[int, int], init: str, k: int) -> torch.Tensor:
     """He: N(0,1) truncated to [−2, 2], scaled to variance 2/fan_in; Gaussian: std 1/√fan_in.
     fan_in is the pre dimension (rows) before masking."""
     fan_in = shape[0]
-    w = torch.empty(shape, dtype=torch.float64)
     if init == "he":
-        torch.nn.init.trunc_normal_(w, 0.0, 1.0, -2.0, 2.0, generator=gen)
-        return w * (math.sqrt(2.0 / fan_in) / HE_TRUNC_STD)
-    torch.nn.init.normal_(w, 0.0, 1.0, generator=gen)
-    return w / math.sqrt(fan_in)
+        return rng.truncated_normal(k, shape, -2.0, 2.0) * (math.sqrt(2.0 / fan_in) / HE_TRUNC_STD)
+    return rng.normal(k, shape) / math.sqrt(fan_in)
 
 
-def readout_mask(cfg: NetworkConfig, n_rec: int, n_out: int, gen: torch.Generator) -> torch.Tensor:
+def readout_mask(cfg: NetworkConfig, n_rec: int, n_out: int, k: int) -> torch.Tensor:
     """M_out: ⌊density·n_rec·n_out⌋ single synapses, or (per_neuron) ⌊density·n_rec⌋ whole rows."""
     if cfg.readout_mode == "per_synapse":
-        return exact_count_mask((n_rec, n_out), cfg.out_density, gen)
-    rows = exact_count_mask((n_rec,), cfg.out_density, gen)
+        return exact_count_mask((n_rec, n_out), cfg.out_density, k)
+    rows = exact_count_mask((n_rec,), cfg.out_density, k)
     return rows[:, None].expand(n_rec, n_out).clone()
 
 
-def feedback_matrix(cfg: NetworkConfig, w_out_masked: torch.Tensor, gen: torch.Generator,
-                    mask_gen: torch.Generator) -> torch.Tensor:
+def feedback_matrix(cfg: NetworkConfig, w_out_masked: torch.Tensor, k: int, mask_k: int) -> torch.Tensor:
     """Feedback B (n_rec, n_out): symmetric (initial masked W_out), or random dense/sparse ·g_fb.
 
     For ``symmetric_tracking`` this is the initial value; the rule refreshes it from W_out."""
     if cfg.feedback in ("symmetric_init", "symmetric_tracking"):
         return w_out_masked.clone()
-    xi = torch.randn(w_out_masked.shape, generator=gen, dtype=torch.float64)
+    xi = rng.normal(k, tuple(w_out_masked.shape))
     if cfg.feedback == "random_sparse":
-        xi = xi * (torch.rand(xi.shape, generator=mask_gen, dtype=torch.float64) < cfg.feedback_density)
+        xi = xi * (rng.uniform53(mask_k, tuple(xi.shape)) < cfg.feedback_density)
     return cfg.gain_fb * xi
 
 
@@ -130,13 +131,13 @@ def build_structure(cfg: Config, n_in: int, n_out: int, seed: int) -> Structure:
     """Draw the structure of network ``seed`` (MODEL.md §2): 7 structural draws + weights."""
     net = cfg.network
     n = cfg.n_rec
-    cells = place_neurons(n, net.grid_h, net.grid_w, generator(seed, "placement"))
-    m_rec = recurrent_mask(net, cells, generator(seed, "recurrent_mask"))
-    m_in = exact_count_mask((n_in, n), net.in_density, generator(seed, "input_mask"))
-    m_out = readout_mask(net, n, n_out, generator(seed, "readout_mask"))
-    w_in = net.gain_in * initial_weights((n_in, n), net.init, generator(seed, "w_in")) * m_in
-    w_rec = net.gain_rec * initial_weights((n, n), net.init, generator(seed, "w_rec")) * m_rec
-    w_out = net.gain_out * initial_weights((n, n_out), net.init, generator(seed, "w_out")) * m_out
-    fb = feedback_matrix(net, w_out, generator(seed, "feedback"), generator(seed, "feedback_mask"))
-    shuffle = torch.randperm(net.grid_h * net.grid_w, generator=generator(seed, "shuffle"))
+    cells = place_neurons(n, net.grid_h, net.grid_w, key(seed, "placement"))
+    m_rec = recurrent_mask(net, cells, key(seed, "recurrent_mask"))
+    m_in = exact_count_mask((n_in, n), net.in_density, key(seed, "input_mask"))
+    m_out = readout_mask(net, n, n_out, key(seed, "readout_mask"))
+    w_in = net.gain_in * initial_weights((n_in, n), net.init, key(seed, "w_in")) * m_in
+    w_rec = net.gain_rec * initial_weights((n, n), net.init, key(seed, "w_rec")) * m_rec
+    w_out = net.gain_out * initial_weights((n, n_out), net.init, key(seed, "w_out")) * m_out
+    fb = feedback_matrix(net, w_out, key(seed, "feedback"), key(seed, "feedback_mask"))
+    shuffle = rng.permutation(key(seed, "shuffle"), (net.grid_h * net.grid_w,))
     return Structure(cells, m_in, m_rec, m_out, w_in, w_rec, w_out, fb, shuffle)
