@@ -17,23 +17,10 @@ from lava_diffmod.config import ConfigError
 from lava_diffmod.float.rsnn import Params
 from lava_diffmod.training import trainer
 
-TINY = {
-    "task": {"name": "cue_accumulation",
-             "params": {"n_cues": 3, "cue_ms": 20, "gap_ms": 10, "delay_ms": 20, "decision_ms": 20}},
-    "neuron": {"n_lif": 8, "n_alif": 8},
-    "network": {"grid_h": 4, "grid_w": 4},
-    "train": {"batch_size": 8, "micro_batches": 2, "eval_trials": 16, "eval_batch": 8,
-              "iterations": 3, "eval_every": 2, "checkpoint_every": 2, "dtype": "float64",
-              "progress": False},
-}
+from helpers import tiny
 
+TINY = tiny(iterations=3)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_config(path: Path, **train) -> Path:

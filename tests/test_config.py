@@ -15,25 +15,13 @@ from lava_diffmod import config as C
 from lava_diffmod.config import ConfigError
 from lava_diffmod.training import trainer
 
+from helpers import tiny  # noqa: E402
+
 EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.toml"))
 
 # A small valid config; error cases change one thing in it.
-BASE = {
-    "task": {"name": "cue_accumulation",
-             "params": {"n_cues": 3, "cue_ms": 20, "gap_ms": 10, "delay_ms": 20, "decision_ms": 20}},
-    "neuron": {"n_lif": 8, "n_alif": 8},
-    "network": {"grid_h": 4, "grid_w": 4},
-    "train": {"batch_size": 8, "micro_batches": 2, "iterations": 3, "eval_trials": 8,
-              "eval_batch": 8, "progress": False},
-}
+BASE = tiny()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def with_change(path: str, value) -> dict:

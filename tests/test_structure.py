@@ -110,3 +110,21 @@ def test_network_on_cpu_is_identical_in_float32_and_float64_structure():
     assert torch.equal(n32.params.w_rec, n64.params.w_rec.float())
     assert torch.equal(n32.cells, n64.cells)
     assert not torch.equal(n32.cells[0], n32.cells[1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("h, n, expected", [(10, 100, 10.2), (20, 400, 41.4)])
+def test_mean_out_degree_over_many_seeds(h, n, expected):
+    """MODEL.md §2 (inferred values): mean out-degree 10.2 (10 x 10) and 41.4 (20 x 20)."""
+    cfg = NetworkConfig(grid_h=h, grid_w=h)
+    degrees = [float(st.recurrent_mask(cfg, st.place_neurons(n, h, h, st.key(s, "placement")),
+                                       st.key(s, "recurrent_mask")).sum(1).mean()) for s in range(40)]
+    assert sum(degrees) / len(degrees) == pytest.approx(expected, abs=0.15)
+
+
+@pytest.mark.slow
+def test_neurons_with_feedback_over_many_seeds():
+    """MODEL.md §2: on average 19.0 of 100 neurons have a readout synapse (2 outputs, 20 synapses)."""
+    counts = [int((st.readout_mask(NetworkConfig(), 100, 2, st.key(s, "readout_mask")).sum(1) > 0).sum())
+              for s in range(400)]
+    assert sum(counts) / len(counts) == pytest.approx(19.0, abs=0.15)

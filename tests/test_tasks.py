@@ -21,14 +21,6 @@ N_SIGMA = 5.0
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: on a small shared machine two intra-op threads stall each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # name → (T, window, n_in, n_out)
 GEOMETRY = {

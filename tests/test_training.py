@@ -23,27 +23,11 @@ from lava_diffmod.training.checkpoint import CheckpointError
 from lava_diffmod.training.trainer import CHECKPOINT, TrainingDiverged, setup, train
 
 REPO = Path(__file__).resolve().parents[1]
+from helpers import TINY  # noqa: E402
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
-TINY = {
-    "task": {"name": "cue_accumulation",
-             "params": {"n_cues": 3, "cue_ms": 20, "gap_ms": 10, "delay_ms": 20, "decision_ms": 20}},
-    "neuron": {"n_lif": 8, "n_alif": 8},
-    "network": {"grid_h": 4, "grid_w": 4},
-    "train": {"batch_size": 8, "micro_batches": 2, "eval_trials": 16, "eval_batch": 8,
-              "iterations": 6, "eval_every": 2, "checkpoint_every": 2, "dtype": "float64",
-              "progress": False},
-}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Single-threaded torch: on a small shared machine two intra-op threads stall each other.
-    (The subprocess of the kill test gets the same setting through OMP_NUM_THREADS.)"""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(**overrides) -> C.Config:
@@ -85,9 +69,8 @@ class Interrupt(Exception):
 # resume = uninterrupted
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rule", ["diffusion", "bptt"])
-def test_resume_equals_uninterrupted(rule, tmp_path):
-    cfg = tiny(**{"rule.name": rule})
+def straight_and_interrupted(cfg, tmp_path):
+    """Run ``a`` straight through; run ``b`` until an interrupt after iteration 5."""
     a, b = tmp_path / "a", tmp_path / "b"
     train(cfg, a)
 
@@ -96,6 +79,13 @@ def test_resume_equals_uninterrupted(rule, tmp_path):
             raise Interrupt
     with pytest.raises(Interrupt):
         train(cfg, b, on_iteration=stop)
+    return a, b
+
+
+@pytest.mark.parametrize("rule", ["diffusion", "bptt"])
+def test_resume_equals_uninterrupted(rule, tmp_path):
+    cfg = tiny(**{"rule.name": rule})
+    a, b = straight_and_interrupted(cfg, tmp_path)
     # iteration 5 ran and was logged, but the checkpoint holds iteration 4
     assert final_state(cfg, b)[2] == 4
     assert max(r["iteration"] for r in trainer.read_metrics(b)) == 5
@@ -121,14 +111,7 @@ def test_resume_after_a_torn_metrics_line(tmp_path):
     """A kill in the middle of writing metrics.jsonl leaves a partial last line; resuming must
     still work and end with the rows of an uninterrupted run."""
     cfg = tiny()
-    a, b = tmp_path / "a", tmp_path / "b"
-    train(cfg, a)
-
-    def stop(n):
-        if n == 5:
-            raise Interrupt
-    with pytest.raises(Interrupt):
-        train(cfg, b, on_iteration=stop)
+    a, b = straight_and_interrupted(cfg, tmp_path)
     with open(b / "metrics.jsonl", "a") as f:
         f.write('{"iteration": 6, "split": "tr')
     train(cfg, b, resume=True)

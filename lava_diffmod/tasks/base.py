@@ -40,3 +40,29 @@ def window_mask(t_steps: int, start: int, stop: int, device) -> torch.Tensor:
     """1.0 on steps start ≤ t < stop, else 0, shape (T,)."""
     t = torch.arange(t_steps, device=device)
     return ((t >= start) & (t < stop)).float()
+
+
+class PopulationCueTask:
+    """Binary classification from 4 Poisson input populations of ``pop_size`` neurons, decided in
+    the last ``decision_ms``. Subclasses are frozen dataclasses that define ``name``,
+    ``trial_ms`` and ``trials(keys, dtype) -> (cues, labels, rates (S, B, T, n_in))``."""
+    kind = "classification"
+    frozen = False
+    n_out = 2
+
+    @property
+    def steps(self) -> int:
+        return round(self.trial_ms / self.dt)
+
+    @property
+    def window(self) -> int:
+        return round(self.decision_ms / self.dt)
+
+    @property
+    def n_in(self) -> int:
+        return 4 * self.pop_size
+
+    def batch(self, seeds, split: str, counter: int, trials: range, device, dtype) -> Batch:
+        keys = trial_keys(seeds, self.name, split, counter, trials, device)
+        _, labels, rates = self.trials(keys, dtype)
+        return Batch(poisson_spikes(keys, rates, self.dt, dtype), labels, keys)

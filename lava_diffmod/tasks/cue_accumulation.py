@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import torch
 
 from .. import rng
-from .base import Batch, poisson_spikes, trial_keys
+from .base import PopulationCueTask
 
 POPULATIONS = ("background", "decision", "left", "right")
 
 
 @dataclass(frozen=True)
-class CueAccumulation:
+class CueAccumulation(PopulationCueTask):
     n_cues: int = 7
     cue_ms: int = 100
     gap_ms: int = 50
@@ -37,8 +37,7 @@ class CueAccumulation:
     channel_order: tuple = POPULATIONS
     dt: float = 1.0
 
-    kind = "classification"
-    frozen = False
+    name = "cue_accumulation"
 
     def __post_init__(self):
         if sorted(self.channel_order) != sorted(POPULATIONS):
@@ -50,19 +49,8 @@ class CueAccumulation:
             raise ValueError(f"task.params.n_cues = {self.n_cues}: must be odd (no ties)")
 
     @property
-    def steps(self) -> int:
-        ms = self.n_cues * (self.cue_ms + self.gap_ms) + self.delay_ms + self.decision_ms
-        return round(ms / self.dt)
-
-    @property
-    def window(self) -> int:
-        return round(self.decision_ms / self.dt)
-
-    @property
-    def n_in(self) -> int:
-        return 4 * self.pop_size
-
-    n_out = 2
+    def trial_ms(self) -> float:
+        return self.n_cues * (self.cue_ms + self.gap_ms) + self.delay_ms + self.decision_ms
 
     def cue_onsets_ms(self) -> list[int]:
         period = self.cue_ms + self.gap_ms
@@ -88,11 +76,6 @@ class CueAccumulation:
                  "left": left_on * self.rate_hz, "right": right_on * self.rate_hz}
         per_pop = torch.stack([rates[name] for name in self.channel_order], dim=-1)   # (S,B,T,4)
         return right, labels, per_pop.repeat_interleave(self.pop_size, dim=-1)
-
-    def batch(self, seeds, split: str, counter: int, trials: range, device, dtype) -> Batch:
-        keys = trial_keys(seeds, "cue_accumulation", split, counter, trials, device)
-        _, labels, rates = self.trials(keys, dtype)
-        return Batch(poisson_spikes(keys, rates, self.dt, dtype), labels, keys)
 
 
 BELLEC = dict(gap_first=False, delay_ms=1050, p_favoured=0.7,

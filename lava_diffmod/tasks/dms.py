@@ -12,11 +12,11 @@ from dataclasses import dataclass
 import torch
 
 from .. import rng
-from .base import Batch, poisson_spikes, trial_keys
+from .base import PopulationCueTask
 
 
 @dataclass(frozen=True)
-class DelayedMatchToSample:
+class DelayedMatchToSample(PopulationCueTask):
     fixation_ms: int = 50
     cue_ms: int = 150
     delay_ms: int = 700
@@ -26,21 +26,11 @@ class DelayedMatchToSample:
     background_hz: float = 10.0
     dt: float = 1.0
 
-    kind = "classification"
-    frozen = False
-    n_out = 2
+    name = "dms"
 
     @property
-    def steps(self) -> int:
-        return round((self.fixation_ms + 2 * self.cue_ms + self.delay_ms + self.decision_ms) / self.dt)
-
-    @property
-    def window(self) -> int:
-        return round(self.decision_ms / self.dt)
-
-    @property
-    def n_in(self) -> int:
-        return 4 * self.pop_size
+    def trial_ms(self) -> float:
+        return self.fixation_ms + 2 * self.cue_ms + self.delay_ms + self.decision_ms
 
     def trials(self, keys: torch.Tensor, dtype):
         """Cues (S, B, 2), labels (S, B), input rates (S, B, T, n_in)."""
@@ -62,8 +52,3 @@ class DelayedMatchToSample:
             c[:, :, 0] * cue1 * self.rate_hz,
             c[:, :, 1] * cue2 * self.rate_hz], dim=-1)
         return cues, labels, per_pop.repeat_interleave(self.pop_size, dim=-1)
-
-    def batch(self, seeds, split: str, counter: int, trials: range, device, dtype) -> Batch:
-        keys = trial_keys(seeds, "dms", split, counter, trials, device)
-        _, labels, rates = self.trials(keys, dtype)
-        return Batch(poisson_spikes(keys, rates, self.dt, dtype), labels, keys)
