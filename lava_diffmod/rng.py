@@ -97,12 +97,6 @@ def truncated_normal(key: torch.Tensor | int, shape: tuple[int, ...], lo: float,
     return (math.sqrt(2.0) * torch.special.erfinv(2 * u - 1)).clamp_(lo, hi)
 
 
-def bernoulli(key: torch.Tensor | int, p: torch.Tensor | float, shape: tuple[int, ...],
-              device=None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """0/1 draws with P(1) = p (p broadcast to ``shape``)."""
-    return (uniform(key, shape, device) < p).to(dtype)
-
-
 def permutation(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
     """Random permutations of ``range(shape[-1])`` along the last axis: argsort of hashes,
     ties broken by position."""

@@ -32,7 +32,7 @@ import torch
 from ..float.readout import Objective, output_error, rate_regulariser, readout_step, task_loss
 from ..float.rsnn import Network, Params, forward, rsnn_step
 from ..float.neurons import alif_init
-from .modulator import Modulator, modulator_init, modulator_step, release
+from .modulator import Modulator, modulator_init, modulator_step
 
 
 class Gradients(NamedTuple):
@@ -54,7 +54,8 @@ def masked(net: Network, g: Params) -> Params:
 
 
 class LearningSignal:
-    """Per-step L_j(t) from err(t): L^dir = Σ_m B[j,m] err_m, then the modulator (if any)."""
+    """Per-step L_j(t) from err(t): the release Σ_m R_c[j,m] B[j,m] err_m(t) per channel c (one
+    channel, R ≡ 1: L^dir = B err), then the modulator; without a modulator L = L^dir."""
 
     def __init__(self, net: Network, modulator: Modulator | None, trial_keys: torch.Tensor):
         self.mod = modulator

@@ -153,8 +153,3 @@ def modulator_step(g: torch.Tensor, release: torch.Tensor, mod: Modulator,
 def modulator_init(s: int, b: int, mod: Modulator, like: torch.Tensor) -> torch.Tensor:
     """Empty field (S, B, C, h·w)."""
     return like.new_zeros((s, b, mod.n_channels, mod.grid[0] * mod.grid[1]))
-
-
-def release(err: torch.Tensor, feedback: torch.Tensor, routing: torch.Tensor) -> torch.Tensor:
-    """Release per channel Σ_m R_c[j,m] B[j,m] err_m: (S, B, n_out) → (S, B, C, N)."""
-    return torch.einsum("sbm,scjm->sbcj", err, feedback[:, None] * routing[None])

@@ -36,12 +36,6 @@ def poisson_spikes(keys: torch.Tensor, rate_hz: torch.Tensor, dt_ms: float, dtyp
     return (u < rate_hz * (dt_ms / 1000.0)).to(dtype).permute(2, 0, 1, 3)
 
 
-def window_mask(t_steps: int, start: int, stop: int, device) -> torch.Tensor:
-    """1.0 on steps start ≤ t < stop, else 0, shape (T,)."""
-    t = torch.arange(t_steps, device=device)
-    return ((t >= start) & (t < stop)).float()
-
-
 class PopulationCueTask:
     """Binary classification from 4 Poisson input populations of ``pop_size`` neurons, decided in
     the last ``decision_ms``. Subclasses are frozen dataclasses that define ``name``,
