@@ -1,4 +1,4 @@
-"""`lava-diffmod` command line: train, evaluate, demo."""
+"""`lava-diffmod` command line: train, evaluate, demo, profile."""
 from __future__ import annotations
 
 import argparse
@@ -114,6 +114,118 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.out), iterations=args.iterations, config=Path(args.config or EXAMPLE))
 
 
+def _num(x) -> str:
+    """A count or energy for a table: integers plainly, large floats in engineering form."""
+    if isinstance(x, str):
+        return x
+    if float(x).is_integer() and abs(x) < 1e12:
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def learning_rule_section(cfg, profile) -> list[str]:
+    """The end of `lava-diffmod profile`: the learning rule in Loihi 3-factor syntax.
+
+    PLACEHOLDER: to be written (rule strings dw / dt for the configured rule, LOIHI.md §4.2,
+    §5.2). Keep this section last in the output."""
+    return ["learning rule (Loihi 3-factor syntax)",
+            "  (not written yet)"]
+
+
+def cmd_profile(args) -> int:
+    from . import hw
+    from .tasks import make_task
+    profile = hw.load_profile(args.hw)
+    cfg = config_mod.load(args.config)
+    seed = cfg.train.seeds[0] if args.seed is None else args.seed
+    if seed < 0:
+        raise ConfigError(f"--seed {seed}: must be >= 0")
+    task = make_task(cfg.task, cfg.neuron.dt)
+    counts = hw.trial_spike_counts(cfg, seed)
+    rep = hw.resource_report(cfg, profile, task.n_in, task.n_out, seed, counts)
+    c, syn = rep["components"], rep["synapses"]
+    out = [f"hardware profile: {profile.name}" + (f" ({profile.description})" if profile.description else ""),
+           f"config: {args.config}; task {cfg.task.name}, rule {cfg.rule.name}, seed {seed}",
+           ""]
+    parts = [f"{c['recurrent']} recurrent", f"{c['readout']} readout"]
+    if c["error"]:
+        parts.append(f"{c['error']} error units")
+    if c["grid"]:
+        parts.append(f"{c['grid']} grid compartments ({c['channels']} channel{'s' * (c['channels'] > 1)})")
+    axons = f"{c['input_axons']} input axons" + (f", {c['target_axons']} target axons" if c["target_axons"] else "")
+    out.append(f"network: {', '.join(parts)}; {axons} (external)")
+    learn = [k for k in ("input", "recurrent", "readout") if k in syn]
+    fixed = [k for k in syn if k not in learn and k != "total"]
+    bits = rep["bits_per_synapse"]
+    lbits = f" ({bits['learning']} bits each)" if bits else ""
+    fbits = f" ({bits['fixed']} bits each)" if bits else ""
+    kind = "learning" if rep["plastic_synapses"] else "fixed"
+    line = f"synapses: {', '.join(f'{k} {syn[k]}' for k in learn)} [{kind}]{lbits if kind == 'learning' else fbits}"
+    if fixed:
+        line += f"; {', '.join(f'{k} {syn[k]}' for k in fixed)} [fixed]{fbits}"
+    out += [line + f"; total {syn['total']}", ""]
+
+    if profile.ideal:
+        out.append("resources: the ideal profile has no hardware limits; nothing to map")
+    else:
+        rows = []
+        for r in rep["limits"]:
+            status = r["status"]
+            if status == "EXCEEDED" and not r["enforced"]:
+                status = "EXCEEDED (not enforced)"
+            elif status == "unknown":
+                status = "unknown (not enforced)"
+            note = r["detail"]
+            if r["limit"] != hw.UNKNOWN and not r["verified"]:
+                note = (note + "; " if note else "") + "limit unverified"
+            rows.append({"resource": r["name"], "used": _num(r["used"]), "limit": _num(r["limit"]),
+                         "status": status, "note": note})
+        cores = rep["cores"]
+        rows.append({"resource": "cores", "used": cores["total"], "limit": "", "status": "",
+                     "note": ", ".join(f"{k} {v}" for k, v in cores.items() if k != "total")})
+        rows.append({"resource": "chips", "used": rep["chips"], "limit": "", "status": "",
+                     "note": f"{profile['cores_per_chip']} cores per chip"})
+        out.append(format_table(rows, ["resource", "used", "limit", "status", "note"]))
+        out.append("")
+        if rep["chip_fits"]:
+            out.append(f"result: fits on {rep['chips']} chip{'s' * (rep['chips'] > 1)} ({cores['total']} cores)")
+        elif rep["fits"]:
+            out.append(f"result: runs ({profile.name} enforces no limits), but would not fit the chip it models:")
+        else:
+            out.append("result: DOES NOT FIT")
+        shown = rep["reasons"][:20]
+        out += [f"  - {r}" for r in shown]
+        if len(rep["reasons"]) > len(shown):
+            out.append(f"  - ... and {len(rep['reasons']) - len(shown)} more")
+    if rep["notes"]:
+        out.append("notes:")
+        out += [f"  - {n}" for n in rep["notes"]]
+    out.append("")
+
+    cnt, en = rep["counts"], rep["energy"]
+    out.append(f"energy per trial: T = {cnt['steps']} steps; spike counts from a float forward pass of the "
+               f"initial network (seed {seed}, {counts['trials']} trial): {_num(cnt['input_spikes'])} input, "
+               f"{_num(cnt['recurrent_spikes'])} recurrent spikes; learning every step (t_epoch = 1)")
+    rows = [{"term": t["term"], "count": _num(t["count"]), "pJ each": _num(t["pJ_each"]),
+             "energy (pJ)": _num(t["energy_pJ"]), "flags": ", ".join(t["flags"])} for t in en["terms"]]
+    out.append(format_table(rows, ["term", "count", "pJ each", "energy (pJ)", "flags"]))
+    total = en["total_pJ"]
+    if total == hw.UNKNOWN:
+        out.append(f"total: unknown (no energy figure published for {profile.name})")
+    else:
+        out.append(f"total: {_num(total)} pJ = {total * 1e-6:.4g} uJ"
+                   + (" over the known terms only" if en["partial"] else ""))
+    if en["unverified"]:
+        out.append(f"UNVERIFIED: {', '.join(en['unverified'])} are placeholders or unverified figures "
+                   f"(LOIHI.md §8); do not quote these numbers without this flag")
+    out.append("graded_synops: every fixed (graded) synapse carries a message every step, an upper bound; "
+               "priced as a binary synop [inference]")
+    out.append("")
+    out += learning_rule_section(cfg, profile)
+    print("\n".join(out))
+    return 0 if rep["fits"] else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lava-diffmod", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--iterations", type=int, default=None)
     d.add_argument("--config", help="cue-accumulation config (default examples/cue_accumulation.toml)")
     d.set_defaults(fn=cmd_demo)
+
+    f = sub.add_parser("profile", help="does a config's network fit a chip? cores, memory, energy per trial "
+                                      "(exit 0 fits, 3 does not)")
+    f.add_argument("--hw", required=True, help="shipped profile (loihi2, loihi1, lava_sim_0_10, ideal) "
+                                               "or the path of a profile TOML")
+    f.add_argument("--config", required=True, help="TOML config, e.g. examples/cue_accumulation.toml")
+    f.add_argument("--seed", type=int, help="network seed (default: the config's first train seed)")
+    f.set_defaults(fn=cmd_profile)
     return p
 
 

@@ -118,6 +118,21 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class FixedConfig:
+    """The fixed-point backend (lava_diffmod/fixed/): hardware profile, switches, quantiser."""
+    hw: str = _f("loihi2")                 # shipped profile name or a profile file's path
+    switches: Any = _f("hardware")         # "off", "hardware" or a table (fixed/switches.py)
+    lr: float = _f(1.0, **_range(0, lo_open=True))          # SGD learning rate, float units
+    weight_headroom: float = _f(0.5, **_range(0, 1, lo_open=True))  # initial max |W| ↦ this share of the range
+    trace_rate_max: float = _f(0.1, **_range(0, 1, lo_open=True))   # ε^v that fills a 7-bit trace
+    err_range: float = _f(1.0, **_range(0, lo_open=True))   # |err| that fills the third factor
+    tag_fill: float = _f(0.25, **_range(0, 1, lo_open=True))  # share of the largest x1·y1 that fills the tag
+    field_bits: int = _f(16, **_range(4, 62))               # modulator field width (signed)
+    field_frac_bits: int = _f(4, **_range(0, 30))           # extra fractional bits of the field
+    acc_bits: int = _f(40, **_range(8, 62))                 # host accumulator of the batch's updates
+
+
+@dataclass(frozen=True)
 class TaskConfig:
     name: str = _f("cue_accumulation", **_choices(*TASKS))
     params: dict = _f({})             # overrides of the task's own parameters (tasks/)
@@ -144,6 +159,7 @@ class TrainConfig:
     out_dir: str = _f("runs")
     stop_error: float = _f(0.0, **_range(0, 1))  # stop once eval error < this (0 = never)
     progress: bool = _f(True)
+    backend: str = _f("float", **_choices("float", "fixed"))
     cuda_graphs: bool = _f(True)  # replay CUDA graphs of each iteration on a GPU (same results)
 
 
@@ -156,6 +172,7 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    fixed: FixedConfig = field(default_factory=FixedConfig)
 
     @property
     def n_rec(self) -> int:
@@ -213,7 +230,23 @@ class Config:
             raise ConfigError(f"train.device = {self.train.device!r}: must be 'cpu', 'cuda' or 'cuda:N'")
         from .tasks import make_task  # validates task.params against the task's own fields
         make_task(self.task, self.neuron.dt)
+        if self.train.backend == "fixed":
+            self.fixed_setup()
         return self
+
+    def fixed_setup(self):
+        """(profile, switches) of the fixed backend, validated."""
+        from .fixed.switches import Switches
+        from .hw import load_profile
+        profile = load_profile(self.fixed.hw)
+        switches = Switches.from_spec(self.fixed.switches)
+        if profile.ideal and switches != Switches.off():
+            raise ConfigError(f"fixed.switches: the ideal profile means no quantisation; use "
+                              f"switches = \"off\" (on now: {', '.join(switches.names())})")
+        if self.rule.name == "bptt":
+            raise ConfigError("rule.name = 'bptt' with train.backend = 'fixed': the fixed backend "
+                              "trains e-prop and diffusion only")
+        return profile, switches
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

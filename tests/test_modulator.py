@@ -66,9 +66,11 @@ def test_release_order_diffuse_then_release_then_read():
     release = torch.zeros(1, 1, 1, 42, dtype=DT)
     release[..., j] = 1.0
     g, local = md.modulator_step(g, release, mod, keys, 0)
+    local = local[:, :, 0]
     assert float(local[0, 0, j]) == 1.0                   # own release, undiminished, same step
     assert float(local.abs().sum()) == 1.0                # nobody else sees it yet
     g, local = md.modulator_step(g, torch.zeros_like(release), mod, keys, 1)
+    local = local[:, :, 0]
     assert float(local[0, 0, j]) == pytest.approx(0.75 / 9)   # one step later: k/9 stays
     r, c = divmod(int(cells[j]), 7)
     neighbours = {((r + dr) % 6) * 7 + (c + dc) % 7 for dr in (-1, 0, 1) for dc in (-1, 0, 1)}

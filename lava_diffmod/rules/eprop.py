@@ -63,6 +63,7 @@ class LearningSignal:
         self.routed = net.feedback_weights()[:, None] * routing[None]   # (S, C, N, n_out)
         self.keys = trial_keys
         self.field = None
+        self.diffuse_fn = None     # the fixed backend's field diffusion, if any
 
     def step(self, err: torch.Tensor, t: int) -> torch.Tensor:
         rel = torch.einsum("sbm,scjm->sbcj", err, self.routed)
@@ -70,8 +71,40 @@ class LearningSignal:
             return rel[:, :, 0]
         if self.field is None:
             self.field = modulator_init(rel.shape[0], rel.shape[1], self.mod, rel)
-        self.field, local = modulator_step(self.field, rel, self.mod, self.keys, t)
-        return local
+        self.field, local = modulator_step(self.field, rel, self.mod, self.keys, t, self.diffuse_fn)
+        return torch.einsum("sbcn,c->sbn", local, self.mod.q)
+
+
+class Eligibility(NamedTuple):
+    """Per-trial traces of S × B networks: ε^v (S, B, P), ε^a and ē (S, B, P, N), ψ(t−1)."""
+    eps_v: torch.Tensor
+    eps_a: torch.Tensor | None
+    ebar: torch.Tensor
+    psi_prev: torch.Tensor
+
+
+def eligibility_init(s: int, b: int, n_pre: int, n: int, has_alif: bool, like: torch.Tensor) -> Eligibility:
+    return Eligibility(like.new_zeros((s, b, n_pre)),
+                       like.new_zeros((s, b, n_pre, n)) if has_alif else None,
+                       like.new_zeros((s, b, n_pre, n)), like.new_zeros((s, b, n)))
+
+
+def eps_a_step(eps_a: torch.Tensor, eps_v_prev: torch.Tensor, psi_prev: torch.Tensor, p) -> torch.Tensor:
+    """ε^a_ij(t) = s_a ψ_j(t−1) ε^v_i(t−1) + (ρ − s_a β_j ψ_j(t−1)) ε^a_ij(t−1)."""
+    return (p.adapt_scale * psi_prev[:, :, None, :] * eps_v_prev[..., None]
+            + (p.rho - p.adapt_scale * p.beta * psi_prev)[:, :, None, :] * eps_a)
+
+
+def eligibility_step(tr: Eligibility, pre: torch.Tensor, psi: torch.Tensor, p, keep: float,
+                     has_alif: bool) -> tuple[Eligibility, torch.Tensor]:
+    """One step of the traces of MODEL.md §3.2; returns them and e(t) (S, B, P, N).
+
+    ε^a uses ψ(t−1) and ε^v(t−1); ē = keep·ē + (1 − keep)·e with keep = κ."""
+    eps_a = eps_a_step(tr.eps_a, tr.eps_v, tr.psi_prev, p) if has_alif else tr.eps_a
+    eps_v = p.alpha * tr.eps_v + p.input_scale * pre
+    e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
+    e = psi[:, :, None, :] * e
+    return Eligibility(eps_v, eps_a, torch.lerp(e, tr.ebar, keep), psi), e
 
 
 def regulariser_coefficient(z_count: torch.Tensor, t_steps: int, obj: Objective) -> torch.Tensor:
@@ -94,11 +127,8 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
 
     state = alif_init((s, b, n), x)
     y = x.new_zeros((s, b, net.n_out))
-    eps_v = x.new_zeros((s, b, n_in + n))
-    eps_a = x.new_zeros((s, b, n_in + n, n)) if has_alif else None
-    ebar = x.new_zeros((s, b, n_in + n, n))
-    e_sum = torch.zeros_like(ebar)
-    psi_prev = x.new_zeros((s, b, n))
+    tr = eligibility_init(s, b, n_in + n, n, has_alif, x)
+    e_sum = torch.zeros_like(tr.ebar)
     zbar = x.new_zeros((s, b, n))
     z_count = x.new_zeros((s, b, n))
     g_task = x.new_zeros((s, n_in + n, n))
@@ -108,13 +138,7 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
         pre = torch.cat([x[t], state.z], dim=-1)
         state, psi = rsnn_step(state, x[t] @ w_in, w_rec, p)
         y = readout_step(y, state.z, w_out, kappa)
-        if has_alif:
-            eps_a = (p.adapt_scale * psi_prev[:, :, None, :] * eps_v[..., None]
-                     + (p.rho - p.adapt_scale * p.beta * psi_prev)[:, :, None, :] * eps_a)
-        eps_v = p.alpha * eps_v + p.input_scale * pre
-        e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
-        e = psi[:, :, None, :] * e
-        ebar = torch.lerp(e, ebar, kappa)
+        tr, e = eligibility_step(tr, pre, psi, p, kappa, has_alif)
         e_sum = e_sum + e
         zbar = torch.lerp(state.z, zbar, kappa)
         z_count = z_count + state.z
@@ -122,10 +146,9 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
             tt = tgt if obj.kind == "classification" else tgt[t - t0]
             err = output_error(y, tt, obj.kind)
             learning = signal.step(err, t)
-            g_task = g_task + torch.einsum("sbj,sbij->sij", learning, ebar)
+            g_task = g_task + torch.einsum("sbj,sbij->sij", learning, tr.ebar)
             g_out = g_out + torch.einsum("sbj,sbm->sjm", zbar, err)
             ys.append(y)
-        psi_prev = psi
     bs = obj.batch_scale(b)
     reg = regulariser_coefficient(z_count, t_steps, obj)
     g = bs * (obj.grad_time_scale() * g_task + torch.einsum("sbj,sbij->sij", reg, e_sum))

@@ -134,20 +134,23 @@ def shuffle_perm(mod: Modulator, trial_keys: torch.Tensor, t: int) -> torch.Tens
     return None
 
 
-def modulator_step(g: torch.Tensor, release: torch.Tensor, mod: Modulator,
-                   trial_keys: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step: diffuse G(t−1), release (S, B, C, N) at the own cells, read out L (S, B, N)."""
+def modulator_step(g: torch.Tensor, release: torch.Tensor, mod: Modulator, trial_keys: torch.Tensor,
+                   t: int, diffuse_fn=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step: diffuse G(t−1), release (S, B, C, N) at the own cells, read the own cells.
+
+    Returns the field and the per-channel local values (S, B, C, N); L = Σ_c q_c local_c.
+    ``diffuse_fn`` replaces the float diffusion (the integer field of the fixed backend)."""
+    diffuse_fn = diffuse_fn or (lambda field: diffuse(field, mod))
     perm = shuffle_perm(mod, trial_keys, t)
     if perm is None:
-        g = diffuse(g, mod)
+        g = diffuse_fn(g)
     elif mod.shuffle == "legacy":
-        g = _permute(diffuse(g, mod), perm)
+        g = _permute(diffuse_fn(g), perm)
     else:
-        g = _unpermute(diffuse(_permute(g, perm), mod), perm)
+        g = _unpermute(diffuse_fn(_permute(g, perm)), perm)
     idx = mod.cells[:, None, None, :].expand(release.shape)
     g = g.scatter_add(-1, idx, release)
-    local = g.gather(-1, idx)
-    return g, torch.einsum("sbcn,c->sbn", local, mod.q)
+    return g, g.gather(-1, idx)
 
 
 def modulator_init(s: int, b: int, mod: Modulator, like: torch.Tensor) -> torch.Tensor:
