@@ -34,7 +34,8 @@ def overrides(args) -> dict:
     table = {"rule": "rule.name", "mode": "rule.mode", "k": "diffusion.k", "device": "train.device",
              "iterations": "train.iterations", "dtype": "train.dtype", "batch_size": "train.batch_size",
              "micro_batches": "train.micro_batches", "eval_every": "train.eval_every",
-             "eval_trials": "train.eval_trials"}
+             "eval_trials": "train.eval_trials", "backend": "train.backend", "switches": "fixed.switches",
+             "lr": "train.lr"}
     for arg, dotted in table.items():
         value = getattr(args, arg, None)
         if value is not None:
@@ -43,6 +44,10 @@ def overrides(args) -> dict:
         out["train.seeds"] = parse_seeds(args.seeds)
     if getattr(args, "no_progress", False):
         out["train.progress"] = False
+    if getattr(args, "hw", None) is not None and getattr(args, "command", None) == "train":
+        out["fixed.hw"] = args.hw
+    if out.get("train.backend") == "fixed" and "train.lr" in out:
+        out["fixed.lr"] = out.pop("train.lr")
     return out
 
 
@@ -243,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--micro-batches", dest="micro_batches", type=int)
     t.add_argument("--eval-every", dest="eval_every", type=int)
     t.add_argument("--eval-trials", dest="eval_trials", type=int)
+    t.add_argument("--lr", type=float, help="learning rate (the fixed backend's SGD rate with --backend fixed)")
+    t.add_argument("--backend", help="float | fixed (Loihi-2-style integers)")
+    t.add_argument("--hw", help="hardware profile of the fixed backend: loihi2, loihi1, lava_sim_0_10, ideal or a path")
+    t.add_argument("--switches", help="fixed backend approximations: hardware | off")
     t.add_argument("--out", help="run directory (default runs/<task>-<rule>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-progress", action="store_true")

@@ -57,15 +57,25 @@ def stochastic_round(x: torch.Tensor, frac_bits: int, rand: torch.Tensor) -> tor
     return (x + rand) >> frac_bits
 
 
-def random_bits(key: int | torch.Tensor, step: int, stream: str, shape: tuple[int, ...], bits: int,
-                shared: bool, device=None) -> torch.Tensor:
-    """Uniform integers in [0, 2^bits) for stochastic rounding, from (key, step, stream, index).
+# the random streams of one step (stochastic rounding), by number
+STREAMS = {"x1_decay": 0, "x1_impulse": 1, "z_decay": 2, "z_impulse": 3, "tag": 4,
+           "w_in": 5, "w_rec": 6, "w_out": 7}
 
-    ``shared``: one number per step (and per leading key, i.e. per network), broadcast to all
-    elements, as Lava's simulator draws it; otherwise an independent number per element.
-    ``key`` may be a tensor of per-network keys (a prefix of ``shape``).
+
+def step_key(key: int | torch.Tensor, step: int) -> int | torch.Tensor:
+    """The random key of one time step (per network if ``key`` is a tensor of network keys)."""
+    return rng.derive(key, step)
+
+
+def random_bits(key: int | torch.Tensor, stream: str, shape: tuple[int, ...], bits: int,
+                shared: bool, device=None) -> torch.Tensor:
+    """Uniform integers in [0, 2^bits) for stochastic rounding: H(step key, stream, index).
+
+    ``key`` is :func:`step_key`; a tensor of per-network keys is a prefix of ``shape``.
+    ``shared``: one number per step and network, broadcast to all elements, as Lava's simulator
+    draws it; otherwise an independent number per element.
     """
-    k = rng.derive(key, step, rng.name_key(stream))
+    k = rng.hash_counter(key, STREAMS[stream])
     lead = k.dim() if isinstance(k, torch.Tensor) else 0
     if shared:
         h = rng.hashes(k, tuple(shape[:lead]), device=device)

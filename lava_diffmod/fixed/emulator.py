@@ -54,6 +54,7 @@ class Result(NamedTuple):
     task_loss: torch.Tensor       # (S,)
     reg_loss: torch.Tensor        # (S,)
     y_window: torch.Tensor        # (W, S, B, n_out)
+    rate: torch.Tensor            # (S,) mean firing rate, spikes per step
     events: dict                  # variable → (S,) saturation / wrap events
     record: dict | None           # per-step traces, if asked for
 
@@ -140,12 +141,13 @@ class Emulator:
         sw = self.fp.switches
         return arith.dense_weights(w, self.fp.profile["weight_bits"], sw.mixed_sign_lsb_loss)
 
-    def _rand(self, key, t, stream, shape, bits):
-        """Random bits for stochastic rounding, or the midpoint (round to nearest) without it."""
+    def _rand(self, key, stream, shape, bits):
+        """Random bits for stochastic rounding (``key``: the step's key), or the midpoint
+        (round to nearest) without stochastic rounding."""
         sw = self.fp.switches
         if not sw.stoch_round:
             return torch.full(shape, 2 ** (bits - 1), dtype=torch.int64, device=self.net.device)
-        return arith.random_bits(key, t, stream, shape, bits, sw.shared_rng, device=self.net.device)
+        return arith.random_bits(key, stream, shape, bits, sw.shared_rng, device=self.net.device)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
@@ -173,8 +175,10 @@ class Emulator:
             dense = [self._dense(w) for w in weights]
             fb_int = self._dense(fp.feedback)
             fb = fb_int.to(F64) / per_net(fp.s_fb, 3)
+        elif net.tracking_feedback and not sw.random_feedback:
+            fb_int, fb = None, fw.w_out * net.m_out
         else:
-            fb_int, fb = None, net.feedback.to(F64) if not net.tracking_feedback else fw.w_out * net.m_out
+            fb_int, fb = None, fp.feedback_float.to(F64)
         float_net = dataclasses.replace(net.with_params(fw), feedback=fb, tracking_feedback=False)
         signal = LearningSignal(float_net, self.modulator, trial_keys)
         field_fn = self._field_fn()
@@ -190,8 +194,9 @@ class Emulator:
             psi_prev = x.new_zeros((s, b, n))
             x1 = torch.zeros((s, b, n_pre), dtype=torch.int64, device=dev)
             zt = torch.zeros((s, b, n), dtype=torch.int64, device=dev)
-            tag = torch.zeros((s, b, n_pre, n), dtype=torch.int64, device=dev)
-            e_sum = torch.zeros_like(tag)
+            tag = torch.zeros((s, b, n_pre, n), dtype=torch.int32, device=dev)   # 9 bits; int32 halves traffic
+            e_sum = torch.zeros_like(tag) if keep_alif else None
+            x1_seen, y1_seen = [], []      # for the regulariser's Σ_t x1 ⊗ y1
             acc = torch.zeros((s, n_pre, n), dtype=torch.int64, device=dev)
             acc_out = torch.zeros((s, n, n_out), dtype=torch.int64, device=dev)
         else:
@@ -205,6 +210,7 @@ class Emulator:
         rec = {"z": [], "v": [], "tag": [], "psi": []} if record else None
 
         for t in range(t_steps):
+            kt = arith.step_key(key, t)
             x_hist.append(x[t])
             pre_x, pre_z = x_hist.pop(0), z_hist[0]
             pre = torch.cat([pre_x, pre_z], dim=-1)
@@ -248,14 +254,14 @@ class Emulator:
                     eps_a = eps_a_step(eps_a, x1.to(F64) / fp.s_x, psi_prev, p)
                     psi_prev = psi
                 raw = arith.trace_update(x1, pre.long(), fp.x_decay, fp.x_impulse, ifrac,
-                                         self._rand(key, t, "x1_decay", (s, b, n_pre), 12),
-                                         self._rand(key, t, "x1_impulse", (s, b, n_pre), ifrac),
+                                         self._rand(kt, "x1_decay", (s, b, n_pre), 12),
+                                         self._rand(kt, "x1_impulse", (s, b, n_pre), ifrac),
                                          fp.profile["impulse_frac_doubling"])
                 x1 = arith.saturate(raw, 0, y_max)
                 ev.add("pre trace x1", raw, x1)
                 zt = arith.trace_step(zt, neuron.z.long() if sw.neuron_fixed else z.long(), fp.z_decay,
-                                      fp.z_impulse, tb, ifrac, self._rand(key, t, "z_decay", (s, b, n), 12),
-                                      self._rand(key, t, "z_impulse", (s, b, n), ifrac),
+                                      fp.z_impulse, tb, ifrac, self._rand(kt, "z_decay", (s, b, n), 12),
+                                      self._rand(kt, "z_impulse", (s, b, n), ifrac),
                                       fp.profile["impulse_frac_doubling"])
             else:
                 tr, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif)
@@ -274,11 +280,15 @@ class Emulator:
             if sw.trace_bits:
                 if keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
                     e_f = psi[:, :, None, :] * (x1.to(F64)[..., None] / fp.s_x - p.beta * eps_a)
-                    prod, ds = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().long(), 0
+                    prod, ds = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int(), 0
                 else:
-                    prod, ds = x1[..., None] * y1[:, :, None, :], fp.ds_xy
-                tag = self._tag_step(tag, prod, ds, key, t, ev)
-                e_sum = e_sum + (prod >> ds)
+                    prod, ds = x1.int()[..., None] * y1.int()[:, :, None, :], fp.ds_xy
+                tag = self._tag_step(tag, prod, ds, kt, ev)
+                if keep_alif:
+                    e_sum = e_sum + prod
+                else:
+                    x1_seen.append(x1)
+                    y1_seen.append(y1)
             else:
                 e_sum = e_sum + e
             if record:
@@ -289,7 +299,7 @@ class Emulator:
                                                     trial_keys, ev)
             if sw.trace_bits:
                 err_int = (err * fp.s_e).round().clamp(-y_max, y_max).long()
-                step_w = self._product(tag, learning, fp.ds_ty, 2)         # (S, B, P, N)
+                step_w = self._product(tag, learning.int(), fp.ds_ty, 2).long()   # (S, B, P, N)
                 step_o = self._product(zt[..., None], err_int[:, :, None, :], fp.ds_zz, 3)
             else:
                 step_w = -learning[:, :, None, :] * tr.ebar
@@ -298,20 +308,23 @@ class Emulator:
                 acc = acc + step_w.sum(1)
                 acc_out = acc_out + step_o.sum(1)
             else:
-                weights = self._write_back_on_chip(weights, step_w, step_o, key, t, ev)
+                weights = self._write_back_on_chip(weights, step_w, step_o, kt, ev)
                 dense = [self._dense(w) for w in weights]
                 fw = self.float_weights(weights)
 
         y_w = torch.stack(ys)
         if learn:
             reg = regulariser_coefficient(z_count, t_steps, obj)
+            if sw.trace_bits and not keep_alif:   # host side: Σ_t x1 ⊗ y1 >> ds, exact in float64
+                e_sum = torch.einsum("tsbp,tsbn->sbpn", torch.stack(x1_seen).to(F64),
+                                     torch.stack(y1_seen).to(F64)).long() >> fp.ds_xy
             e_sum_f = e_sum.to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y)) if sw.trace_bits else e_sum
             g_reg = obj.batch_scale(b) * sw.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum_f)
             weights = self._write_back_batch(weights, acc, acc_out, g_reg, key, t_steps, ev)
         if record:
             rec = {k: torch.stack(v) for k, v in rec.items() if v}
         return Result(weights, task_loss(y_w, tgt, obj), rate_regulariser(z_count / t_steps, obj), y_w,
-                      ev.counts, rec)
+                      z_count.mean((1, 2)) / t_steps, ev.counts, rec)
 
     # ------------------------------------------------------------------------------ pieces
     def _count_neuron(self, ev: Events, old: arith.FixedState, a_in, new: arith.FixedState) -> None:
@@ -324,16 +337,16 @@ class Emulator:
         b_raw = arith.decay(old.b, q.drho, q.decay_bits) + q.beta * old.z
         ev.add("neuron b", b_raw, new.b)
 
-    def _tag_step(self, tag, prod, ds, key, t, ev: Events):
+    def _tag_step(self, tag, prod, ds, key, ev: Events):
         """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back)."""
         fp, frac = self.fp, self.fp.frac_bits
         p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
         if fp.switches.tag_leak_grid == "exact":
-            p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().long()
+            p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().int()
         else:
             p_leak = arith.literal_product(tag, 0, -fp.tag_leak[0], fp.tag_leak[1], frac, fp.acc_bits)
         raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac,
-                                     self._rand(key, t, "tag", tuple(tag.shape), frac))
+                                     self._rand(key, "tag", tuple(tag.shape), frac).int())
         lo, hi = arith.tag_limits(fp.profile["tag_bits"])
         new = raw.clamp(lo, hi)
         ev.add("tag", raw, new)
@@ -412,7 +425,7 @@ class Emulator:
         ev.add("learning signal", l_int, l_clip)
         return (l_clip if sw.trace_bits else l_clip.to(F64) / per_net(fp.s_L, 3)), field
 
-    def _write_back_on_chip(self, weights: Weights, step_w, step_o, key, t, ev: Events) -> Weights:
+    def _write_back_on_chip(self, weights: Weights, step_w, step_o, key, ev: Events) -> Weights:
         """Cadence step/epoch: each trial's product times the rate literal (clipped to the
         learning accumulator), summed over the batch, then w ← sat(SR(w + Δ))."""
         fp, n_in, frac = self.fp, self.net.n_in, self.fp.frac_bits
@@ -422,7 +435,7 @@ class Emulator:
                               ("out", weights.w_out, step_o)):
             delta = torch.stack([arith.literal_product(prod[i], 0, m, e, frac, fp.acc_bits).sum(0)
                                  for i, (m, e) in enumerate(fp.lr_lit[name])])
-            raw = arith.stochastic_round((w << frac) + delta, frac, self._rand(key, t, f"w_{name}", tuple(w.shape), frac))
+            raw = arith.stochastic_round((w << frac) + delta, frac, self._rand(key, f"w_{name}", tuple(w.shape), frac))
             new = raw.clamp(-lim - 1, lim)
             ev.add(f"weight W_{name}", raw, new)
             out.append(new * self._mask(name).long())
@@ -454,8 +467,9 @@ class Emulator:
             lim_acc = 2.0 ** (fp.host_acc_bits - 1 - 16)
             clipped = delta.clamp(-lim_acc, lim_acc)
             ev.add(f"host accumulator W_{name}", delta, clipped)
-            if sw.stoch_round:
-                u = self._rand(key, t_steps, f"w_{name}", tuple(w.shape), 24).to(F64) / 2 ** 24
+            if sw.stoch_round:   # the host draws independently for every synapse (no shared_rng)
+                u = arith.random_bits(arith.step_key(key, t_steps), f"w_{name}", tuple(w.shape), 24,
+                                      shared=False, device=w.device).to(F64) / 2 ** 24
                 step = torch.floor(clipped + u).long()
             else:
                 step = torch.floor(clipped + 0.5).long()

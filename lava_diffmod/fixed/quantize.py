@@ -26,7 +26,8 @@ import torch
 from ..config import DiffusionConfig, FixedConfig
 from ..float.readout import Objective
 from ..float.rsnn import Network
-from ..hw import Profile
+from .. import rng
+from ..hw import Profile, load_profile
 from . import arith
 from .switches import Switches
 
@@ -63,7 +64,8 @@ def literal_value(lit: tuple[int, int]) -> float:
 @dataclass(frozen=True)
 class FixedParams:
     """Integer parameters of S networks for one profile and one set of switches."""
-    profile: Profile
+    profile: Profile                   # the widths in use (loihi2's for the ideal profile, unused there)
+    profile_name: str
     switches: Switches
     neuron: arith.FixedNeuron          # vth (S,1,1), beta (S,1,N) in v units
     s_v: torch.Tensor                  # (S,) v units per float voltage
@@ -71,6 +73,7 @@ class FixedParams:
     w_rec: torch.Tensor
     w_out: torch.Tensor
     feedback: torch.Tensor             # (S, N, n_out) int
+    feedback_float: torch.Tensor       # (S, N, n_out) the float feedback it represents (random_feedback: drawn)
     wexp: dict                         # name → (S,) int weight exponent
     s_w: dict                          # name → (S,) integer units per float weight
     s_fb: torch.Tensor                 # (S,)
@@ -115,10 +118,30 @@ def _max_abs(w: torch.Tensor) -> torch.Tensor:
     return w.abs().flatten(1).max(1).values.double().clamp(min=1e-30)
 
 
+def random_feedback(net: Network, seeds: list[int]) -> torch.Tensor:
+    """Random feedback with the sparsity pattern and RMS of ``net``'s feedback (switch
+    ``random_feedback``): B' = ξ ⊙ [B ≠ 0] · rms(B)/rms(ξ ⊙ [B ≠ 0]), ξ ~ N(0, 1) per seed."""
+    out = []
+    for i, seed in enumerate(seeds):
+        b = net.feedback[i].double().cpu()
+        mask = (b != 0).double()
+        xi = rng.normal(rng.name_key(seed, "fixed_random_feedback"), tuple(b.shape)) * mask
+        scale = b.pow(2).sum().sqrt() / xi.pow(2).sum().sqrt().clamp(min=1e-30)
+        out.append(xi * scale)
+    return torch.stack(out).to(net.device)
+
+
 def quantize(net: Network, profile: Profile, switches: Switches, options: FixedConfig,
-             obj: Objective, batch_size: int, diffusion: DiffusionConfig | None) -> FixedParams:
-    """Integer parameters for the S networks of ``net`` (see the module docstring for units)."""
-    pr, p = profile, net.neuron
+             obj: Objective, batch_size: int, diffusion: DiffusionConfig | None,
+             seeds: list[int]) -> FixedParams:
+    """Integer parameters for the S networks of ``net`` (see the module docstring for units).
+
+    The ``ideal`` profile (no quantisation) runs with every switch off, so no integer parameter
+    is ever used; they are computed with the loihi2 widths only to fill the record."""
+    if profile.ideal and switches != Switches.off():
+        raise ValueError(f"the ideal profile means no quantisation; switches on: {', '.join(switches.names())}")
+    pr = load_profile("loihi2") if profile.ideal else profile
+    p = net.neuron
     dev = net.device
     D = pr["decay_bits"]
     thr, s_in, s_a = p.thr, p.input_scale, p.adapt_scale
@@ -145,7 +168,7 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
     s_w["out"] = target / mx_out
     ints["out"] = (net.params.w_out.double() * s_w["out"][:, None, None]).round().long()
     s_o = s_w["out"] * 2.0 ** (act + wexp["out"]) / (1 - net.kappa)
-    fb = net.feedback.double()
+    fb = (random_feedback(net, seeds) if switches.random_feedback else net.feedback).double()
     s_fb = target / _max_abs(fb)
     fb_int = (fb * s_fb[:, None, None]).round().long()
     s_e = (2 ** pr["trace_bits"] - 1) / options.err_range
@@ -210,8 +233,8 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
         k_mant, k_nb = round(2 ** D * k_sub * (1 - 4 * d_sub)), round(2 ** D * k_sub * d_sub)
     as_dev = {k: v.to(dev) for k, v in ints.items()}
     return FixedParams(
-        profile=pr, switches=switches, neuron=neuron, s_v=s_v.to(dev), w_in=as_dev["in"],
-        w_rec=as_dev["rec"], w_out=as_dev["out"], feedback=fb_int.to(dev),
+        profile=pr, profile_name=profile.name, switches=switches, neuron=neuron, s_v=s_v.to(dev), w_in=as_dev["in"],
+        w_rec=as_dev["rec"], w_out=as_dev["out"], feedback=fb_int.to(dev), feedback_float=fb.to(dev),
         wexp={k: v.to(dev) for k, v in wexp.items()}, s_w={k: v.to(dev) for k, v in s_w.items()},
         s_fb=s_fb.to(dev), dkappa=round(2 ** D * (1 - net.kappa)), s_o=s_o.to(dev), s_e=s_e,
         f_shift=f_shift.to(dev), s_L=s_L.to(dev),

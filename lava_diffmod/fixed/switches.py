@@ -66,12 +66,14 @@ class Switches:
 
     @classmethod
     def only(cls, name: str) -> "Switches":
-        """One approximation alone (with the switches it needs)."""
+        """One approximation alone, with the switches it cannot work without (stochastic rounding
+        for integer weights: without it updates below one LSB vanish)."""
         base = dict(product_downshift=["trace_bits"], sign_split_L=["trace_bits"],
-                    mixed_sign_lsb_loss=["weight_bits"], shared_rng=["stoch_round"]).get(name, [])
-        on = cls.hardware()
+                    weight_bits=["stoch_round"], stoch_round=["weight_bits"],
+                    mixed_sign_lsb_loss=["weight_bits", "stoch_round"],
+                    shared_rng=["weight_bits", "stoch_round"]).get(name, [])
         values = {n: True for n in base}
-        values[name] = getattr(on, name)
+        values[name] = ALONE.get(name, True)
         return cls(**values)
 
     @classmethod
@@ -101,4 +103,7 @@ class Switches:
 
 APPROXIMATIONS = ["trace_bits", "product_downshift", "sign_split_L", "tag_leak_grid", "drop_alif_eps_a",
                   "random_feedback", "weight_bits", "stoch_round", "neuron_fixed", "dense_delay",
-                  "diffusion_hop_delay", "mixed_sign_lsb_loss", "shared_rng", "diffusion_fixed"]
+                  "diffusion_hop_delay", "mixed_sign_lsb_loss", "shared_rng", "diffusion_fixed", "t_epoch"]
+
+# the value a switch takes when measured alone (booleans: True)
+ALONE = {"tag_leak_grid": "pow2", "dense_delay": 1, "diffusion_hop_delay": 1, "t_epoch": 4}

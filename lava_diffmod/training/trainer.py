@@ -53,6 +53,7 @@ class Experiment:
     rule: Rule
     optimizer: optim.Optimizer
     engine: Engine
+    emulator: object = None      # the fixed backend's Emulator (train.backend = "fixed")
 
     @property
     def seeds(self) -> list[int]:
@@ -72,14 +73,26 @@ def setup(cfg: Config) -> Experiment:
         raise config_mod.ConfigError(
             f"train.batch_size = {cfg.train.batch_size}: task {cfg.task.name} has only "
             f"{task.n_frozen} frozen trials (task.params.n_frozen)")
-    dtype = getattr(torch, cfg.train.dtype)
+    fixed = cfg.train.backend == "fixed"
+    dtype = torch.float64 if fixed else getattr(torch, cfg.train.dtype)
     device = torch.device(cfg.train.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise config_mod.ConfigError(f"train.device = {cfg.train.device!r}: CUDA is not available here")
     net = Network.from_config(cfg, list(cfg.train.seeds), task.n_in, task.n_out, device, dtype)
     rule = Rule(cfg.rule.name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion)
+    emulator = None
+    if fixed:
+        from ..fixed.emulator import Emulator
+        from ..fixed.quantize import quantize
+        profile, switches = cfg.fixed_setup()
+        fp = quantize(net, profile, switches, cfg.fixed, rule.objective, cfg.train.batch_size,
+                      cfg.diffusion if rule.name == "diffusion" else None, list(cfg.train.seeds))
+        try:
+            emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds))
+        except ValueError as e:
+            raise config_mod.ConfigError(str(e)) from None
     return Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
-                      Engine(rule, net, graphs=cfg.train.cuda_graphs))
+                      Engine(rule, net, graphs=cfg.train.cuda_graphs), emulator)
 
 
 def train_batch(exp: Experiment, iteration: int, micro: int):
@@ -109,6 +122,20 @@ def iteration_gradients(exp: Experiment, net: Network, iteration: int):
     return Params(*(g * scale for g in total)), stats
 
 
+def fixed_iteration(exp: Experiment, weights, iteration: int, events: dict):
+    """One iteration of the fixed backend: the whole batch in one emulator pass, written back
+    once (micro-batches do not apply); adds the run's saturation events to ``events``."""
+    batch = exp.task.batch(exp.seeds, "train", iteration, range(exp.cfg.train.batch_size),
+                           exp.net.device, exp.net.dtype)
+    res = exp.emulator.run(weights, batch.x, batch.target, batch.keys, iteration)
+    for k, v in res.events.items():
+        events[k] = events.get(k, 0) + v
+    stats = {"loss": res.task_loss + res.reg_loss, "task_loss": res.task_loss, "reg_loss": res.reg_loss}
+    if exp.task.kind == "classification":
+        stats["accuracy"] = accuracy_and_prediction(res.y_window, batch.target)[0]
+    return res.weights, stats
+
+
 def eval_batches(exp: Experiment):
     """The fixed evaluation set, in chunks of ``train.eval_batch`` trials."""
     n = exp.task.n_frozen if exp.task.frozen else exp.cfg.train.eval_trials
@@ -118,6 +145,21 @@ def eval_batches(exp: Experiment):
                              exp.net.device, exp.net.dtype)
 
 
+def window_metrics(y_w: torch.Tensor, target: torch.Tensor, obj: Objective, rate: torch.Tensor,
+                   dt: float) -> dict[str, torch.Tensor]:
+    """Per-seed metrics of one batch from the readout over the window: CE and accuracy (E_task
+    without E_reg, mean reductions), or nMSE; the mean firing rate in Hz."""
+    t0 = -obj.window
+    tgt = target if obj.kind == "classification" else target[t0:]
+    parts = {"rate_hz": rate * 1000.0 / dt}
+    if obj.kind == "classification":
+        parts["ce"] = task_loss(y_w, tgt, Objective(obj.kind, obj.window))
+        parts["accuracy"] = accuracy_and_prediction(y_w, tgt)[0]
+    else:
+        parts["nmse"] = nmse(y_w, tgt.expand_as(y_w))
+    return parts
+
+
 @torch.no_grad()
 def evaluate(exp: Experiment, net: Network, batches=None) -> dict[str, torch.Tensor]:
     """Evaluation metrics per seed: CE and accuracy, or nMSE; mean firing rate in Hz."""
@@ -125,18 +167,14 @@ def evaluate(exp: Experiment, net: Network, batches=None) -> dict[str, torch.Ten
     sums: dict[str, torch.Tensor] = {}
     n_trials = 0
     for batch in batches if batches is not None else eval_batches(exp):
-        rec = exp.engine.forward(net.params, batch.x)
-        t0 = batch.x.shape[0] - obj.window
-        y_w = rec.y[t0:]
-        b = batch.x.shape[2]
-        tgt = window_target(batch.target, obj.kind, t0)
-        parts = {"rate_hz": rec.z.mean((0, 2, 3)) * 1000.0 / exp.cfg.neuron.dt}
-        if obj.kind == "classification":
-            mean_obj = Objective(obj.kind, obj.window)   # E_task without E_reg, mean reductions
-            parts["ce"] = task_loss(y_w, tgt, mean_obj)
-            parts["accuracy"] = accuracy_and_prediction(y_w, tgt)[0]
+        if exp.emulator is not None:   # the fixed backend evaluates in fixed point
+            res = exp.emulator.run(net.params, batch.x, batch.target, batch.keys, 0, learn=False)
+            y_w, rate = res.y_window, res.rate
         else:
-            parts["nmse"] = nmse(y_w, tgt.expand_as(y_w))
+            rec = exp.engine.forward(net.params, batch.x)
+            y_w, rate = rec.y[batch.x.shape[0] - obj.window:], rec.z.mean((0, 2, 3))
+        parts = window_metrics(y_w, batch.target, obj, rate, exp.cfg.neuron.dt)
+        b = batch.x.shape[2]
         for k, v in parts.items():
             sums[k] = sums.get(k, 0) + v * b
         n_trials += b
@@ -191,14 +229,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     """
     run_dir = Path(run_dir)
     exp = setup(cfg)
-    net, opt = exp.net, exp.optimizer
-    params, state, start = net.params, opt.init(net.params), 1
+    net, opt, emu = exp.net, exp.optimizer, exp.emulator
+    params = net.params if emu is None else emu.initial_weights()   # fixed: the hardware weights
+    state, start = opt.init(params) if emu is None else optim.OptState(0, None, None), 1
+    events: dict = {}
     ckpt_path = run_dir / CHECKPOINT
     if resume:
         saved = config_mod.load(run_dir / "config.toml")
         if not same_run(saved, cfg):
             raise config_mod.ConfigError(f"--resume: the config differs from the one in {run_dir}/config.toml")
-        params, state, done, _ = checkpoint.load(ckpt_path, net.params)
+        params, state, done, meta = checkpoint.load(ckpt_path, params)
+        events = {k: torch.tensor(v, device=net.device) for k, v in meta.get("events", {}).items()}
         start = done + 1
         rows = [r for r in read_metrics(run_dir) if r["iteration"] <= done]
         checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
@@ -216,9 +257,13 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
     with open(run_dir / "metrics.jsonl", "a") as log:
         for n in bar:
-            grads, stats = iteration_gradients(exp, net.with_params(params), n)
-            params, state = opt.update(grads, state, params)
-            params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+            if emu is None:
+                grads, stats = iteration_gradients(exp, net.with_params(params), n)
+                params, state = opt.update(grads, state, params)
+                params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+            else:
+                params, stats = fixed_iteration(exp, params, n, events)
+                state = optim.OptState(n, None, None)
             if not _finite(stats, params):
                 raise TrainingDiverged(
                     f"iteration {n}: NaN or inf in the loss or weights; stopped. The last good "
@@ -229,8 +274,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                 rows += _rows(n, "eval", exp.seeds, last_eval)
             log.write("".join(json.dumps(r) + "\n" for r in rows))
             log.flush()
+            meta = {"seeds": exp.seeds, "events": {k: v.tolist() for k, v in events.items()}}
             if n % tc.checkpoint_every == 0 or n == tc.iterations:
-                checkpoint.save(ckpt_path, params, state, n, {"seeds": exp.seeds})
+                checkpoint.save(ckpt_path, params, state, n, meta)
             postfix = {"loss": f"{float(stats['loss'].mean()):.4f}"}
             if last_eval:
                 postfix[metric_name] = f"{float(last_eval[metric_name].mean()):.3f}"
@@ -239,11 +285,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                 on_iteration(n)
             if tc.stop_error > 0 and exp.task.kind == "classification" and last_eval and \
                     bool((1 - last_eval["accuracy"] < tc.stop_error).all()):
-                checkpoint.save(ckpt_path, params, state, n, {"seeds": exp.seeds})
+                checkpoint.save(ckpt_path, params, state, n, meta)
                 break
     summary = summarise(exp, run_dir, read_metrics(run_dir), time.time() - t_start)
+    if emu is not None:
+        summary["events"] = {k: v.tolist() for k, v in events.items()}
+        summary["backend"] = {"hw": emu.fp.profile_name, "switches": emu.fp.switches.names()}
     from . import plots   # matplotlib only once figures are drawn
-    summary["figures"] = plots.run_figures(exp, net.with_params(params), run_dir, read_metrics(run_dir))
+    float_params = params if emu is None else Params(*(w.to(net.dtype) for w in emu.float_weights(params)))
+    summary["figures"] = plots.run_figures(exp, net.with_params(float_params), run_dir, read_metrics(run_dir))
     checkpoint.atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
