@@ -128,13 +128,27 @@ def _num(x) -> str:
     return f"{x:.4g}"
 
 
-def learning_rule_section(cfg, profile) -> list[str]:
-    """The end of `lava-diffmod profile`: the learning rule in Loihi 3-factor syntax.
+def learning_rule_section(cfg, profile, seed: int) -> list[str]:
+    """The end of `lava-diffmod profile`: the rule of network ``seed`` in Loihi 3-factor syntax."""
+    out = ["learning rule (Loihi 3-factor syntax)"]
+    if cfg.rule.name == "bptt":
+        return out + ["  BPTT has no on-chip form (mapped for inference only)"]
+    if profile.ideal:
+        return out + ["  the ideal profile has no quantisation: the rule is the float one"]
+    import torch
 
-    PLACEHOLDER: to be written (rule strings dw / dt for the configured rule, LOIHI.md §4.2,
-    §5.2). Keep this section last in the output."""
-    return ["learning rule (Loihi 3-factor syntax)",
-            "  (not written yet)"]
+    from .fixed.loihi_rule import describe, learning_rules
+    from .fixed.quantize import quantize
+    from .fixed.switches import Switches
+    from .float.rsnn import Network
+    from .tasks import make_task
+    from .training.trainer import objective_for
+    task = make_task(cfg.task, cfg.neuron.dt)
+    net = Network.from_config(cfg, [seed], task.n_in, task.n_out, dtype=torch.float64)
+    switches = Switches.from_spec(cfg.fixed.switches)
+    fp = quantize(net, profile, switches, cfg.fixed, objective_for(cfg, task), cfg.train.batch_size,
+                  cfg.diffusion if cfg.rule.name == "diffusion" else None, [seed])
+    return out + describe(learning_rules(fp, net))
 
 
 def cmd_profile(args) -> int:
@@ -226,7 +240,7 @@ def cmd_profile(args) -> int:
     out.append("graded_synops: every fixed (graded) synapse carries a message every step, an upper bound; "
                "priced as a binary synop [inference]")
     out.append("")
-    out += learning_rule_section(cfg, profile)
+    out += learning_rule_section(cfg, profile, seed)
     print("\n".join(out))
     return 0 if rep["fits"] else 3
 
