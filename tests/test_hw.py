@@ -363,7 +363,13 @@ def test_cli_profile_fits(capsys):
                  "UNVERIFIED"):
         assert text in out, text
     assert re.search(r"neurons per core\s+100\s+8192\s+OK", out)
-    assert out.rstrip().splitlines()[-2] == "learning rule (Loihi 3-factor syntax)"
+    rules = out.split("learning rule (Loihi 3-factor syntax)")[1]
+    for part in ("input synapses", "recurrent synapses", "readout synapses"):
+        assert part in rules, part
+    # every literal of the printed rules lies in loihi2's range: mantissa <= 7, exponent in [-7, 8]
+    for m, e in re.findall(r"(?:(\d+) \* )?2\^(-?\d+)", rules):
+        assert int(m or 1) <= 7 and -7 <= int(e) <= 8
+    assert 'dt = "' in rules and 'dw = "' in rules and "u0 * t * y3" in rules
 
 
 def test_cli_profile_over_limit_returns_3(tmp_path, capsys):
