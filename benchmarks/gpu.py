@@ -95,6 +95,35 @@ def protocol(iterations: int = 50) -> dict:
     }
 
 
+def fixed() -> dict:
+    """The fixed-point emulator (loihi2, every switch on) against the float reference, same sizes:
+    time per batch of one gradient / learning pass, and the ratio of throughputs in one run."""
+    from lava_diffmod.training.trainer import setup
+    from benchmarks.common import ROOT
+    out = {}
+    over = {"train.seeds": list(range(1, SEEDS + 1)), "train.batch_size": BATCH, "train.micro_batches": 1,
+            "train.device": DEV, "train.progress": False}
+    float_exp = experiment("diffusion", "factorised", SEEDS, BATCH, DEV)
+    online_exp = experiment("diffusion", "online", SEEDS, BATCH, DEV, graphs=False)
+    batch = trainer.train_batch(float_exp, 1, 0)
+    p = float_exp.net.params
+    out["float_factorised_s"] = round(timed(lambda: float_exp.engine.gradients(p, batch.x, batch.target, batch.keys), DEV, 3), 4)
+    out["float_online_eager_s"] = round(timed(lambda: online_exp.engine.gradients(p, batch.x, batch.target, batch.keys), DEV, 1), 4)
+    for name, sw in (("fixed_hardware", "hardware"), ("fixed_switches_off", "off")):
+        cfg = config_mod.load(ROOT / "examples" / "cue_accumulation.toml",
+                              dict(over, **{"train.backend": "fixed", "fixed.switches": sw}))
+        exp = setup(cfg)
+        b64 = exp.task.batch(exp.seeds, "train", 1, range(BATCH), DEV, torch.float64)
+        w = exp.emulator.initial_weights()
+        out[name + "_s"] = round(timed(lambda: exp.emulator.run(w, b64.x, b64.target, b64.keys, 1), DEV, 2), 4)
+    out["throughput_ratio_fixed_hw_over_float_factorised"] = round(out["float_factorised_s"] / out["fixed_hardware_s"], 3)
+    out["throughput_ratio_fixed_hw_over_float_online"] = round(out["float_online_eager_s"] / out["fixed_hardware_s"], 3)
+    out["setup"] = {"seeds": SEEDS, "batch": BATCH, "steps": 2050, "task": "cue_accumulation", "rule": "diffusion",
+                    "profile": "loihi2", "note": "one learning pass over a batch; fixed: eager with the tag step "
+                    "compiled (torch.compile), float factorised: CUDA graph, float online: eager"}
+    return out
+
+
 def memory() -> dict:
     out = {}
     delay_4t = 4 * 2050 - (2050 - 850)   # a 4x longer trial through a longer delay
@@ -131,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     DEV, SEEDS, BATCH = args.device, args.seeds, args.batch
     for section in args.sections:
-        fn = {"throughput": throughput, "protocol": protocol, "memory": memory}[section]
+        fn = {"throughput": throughput, "protocol": protocol, "memory": memory, "fixed": fixed}[section]
         try:
             result = fn()
         except Exception as e:  # noqa: BLE001

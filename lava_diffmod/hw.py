@@ -149,9 +149,17 @@ class Profile:
         return not self.ideal and self.values.get(key, UNKNOWN) != UNKNOWN
 
 
+def profiles_dir() -> Path:
+    """The shipped profiles: installed as lava_diffmod.hw_profiles, or hw_profiles/ of a source
+    checkout used without installing (e.g. PYTHONPATH=. on a GPU machine)."""
+    try:
+        return Path(str(importlib.resources.files("lava_diffmod.hw_profiles")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "hw_profiles"
+
+
 def shipped_profiles() -> list[str]:
-    root = importlib.resources.files("lava_diffmod.hw_profiles")
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in profiles_dir().iterdir() if p.name.endswith(".toml"))
 
 
 def _check_value(where: str, name: str, spec: Key, value) -> Any:
@@ -201,7 +209,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     """A shipped profile by name (``loihi2``) or a user's TOML file by path; validated."""
     text = str(name_or_path)
     if text in shipped_profiles():
-        path = Path(str(importlib.resources.files("lava_diffmod.hw_profiles") / f"{text}.toml"))
+        path = profiles_dir() / f"{text}.toml"
     else:
         path = Path(text)
     data = _read(path)

@@ -56,3 +56,39 @@ def test_cuda_float64_gradients_match_cpu():
         b = gpu.engine.gradients(gpu.net.params, gb.x, gb.target, gb.keys)
         for ga, gg in zip(a.grads, b.grads):
             torch.testing.assert_close(ga, gg.cpu(), rtol=1e-9, atol=1e-12)
+
+
+def fixed_cfg(device, **extra):
+    over = {"train.backend": "fixed", "fixed.lr": 50.0, "train.iterations": 3, "train.eval_every": 3}
+    over.update(extra)
+    return small_cfg("diffusion", device, **over)
+
+
+def test_fixed_emulator_same_bits_on_cpu_and_cuda():
+    """The hardware-faithful emulator (every switch on) gives identical integers on both devices;
+    on CUDA its tag step is the torch.compile'd kernel."""
+    cpu = trainer.setup(fixed_cfg("cpu"))
+    gpu = trainer.setup(fixed_cfg("cuda"))
+    assert gpu.emulator.tag_outer is not cpu.emulator.tag_outer
+    for it in (1, 2):
+        b_cpu = cpu.task.batch(cpu.seeds, "train", it, range(4), "cpu", torch.float64)
+        b_gpu = gpu.task.batch(gpu.seeds, "train", it, range(4), "cuda", torch.float64)
+        a = cpu.emulator.run(cpu.emulator.initial_weights(), b_cpu.x, b_cpu.target, b_cpu.keys, it, record=True)
+        b = gpu.emulator.run(gpu.emulator.initial_weights(), b_gpu.x, b_gpu.target, b_gpu.keys, it, record=True)
+        for wa, wb in zip(a.weights, b.weights):
+            assert torch.equal(wa, wb.cpu())
+        assert torch.equal(a.record["tag"], b.record["tag"].cpu())
+        assert torch.equal(a.record["z"], b.record["z"].cpu())
+        for k in a.events:
+            assert torch.equal(a.events[k], b.events[k].cpu()), k
+
+
+def test_fixed_training_same_bits_on_cpu_and_cuda(tmp_path):
+    from lava_diffmod.training import checkpoint
+    trainer.train(fixed_cfg("cpu"), tmp_path / "cpu")
+    trainer.train(fixed_cfg("cuda"), tmp_path / "gpu")
+    like = trainer.setup(fixed_cfg("cpu")).emulator.initial_weights()
+    a = checkpoint.load(tmp_path / "cpu" / trainer.CHECKPOINT, like)[0]
+    b = checkpoint.load(tmp_path / "gpu" / trainer.CHECKPOINT, like)[0]
+    for wa, wb in zip(a, b):
+        assert torch.equal(wa, wb)

@@ -239,6 +239,34 @@ def write_back(value: torch.Tensor, delta: torch.Tensor, frac_bits: int, rand: t
     return saturate(stochastic_round((value << frac_bits) + delta, frac_bits, rand), lo, hi)
 
 
+class TagRule(NamedTuple):
+    """Constants of the tag rule dt = inc · u0 · x1 · y1 − leak · u0 · t (literals m·2^e)."""
+    inc_m: int
+    inc_e: int
+    leak_m: int
+    leak_e: int
+    down: int          # product down-shift of x1·y1
+    frac: int          # fractional bits of the tag under learning
+    acc_bits: int
+    lo: int
+    hi: int
+
+
+def tag_step(tag: torch.Tensor, prod: torch.Tensor, rand: torch.Tensor, rule: TagRule):
+    """t ← sat(SR((t·2^f + p_inc + p_leak) / 2^f)) with p_inc = inc·(prod >> down), p_leak = −leak·t
+    (each a clipped literal product); returns the new tag and the saturations per network."""
+    p_inc = literal_product(prod, rule.down, rule.inc_m, rule.inc_e, rule.frac, rule.acc_bits)
+    p_leak = literal_product(tag, 0, -rule.leak_m, rule.leak_e, rule.frac, rule.acc_bits)
+    raw = stochastic_round((tag << rule.frac) + p_inc + p_leak, rule.frac, rand)
+    new = raw.clamp(rule.lo, rule.hi)
+    return new, (raw != new).flatten(1).sum(1)
+
+
+def tag_step_outer(tag: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor, rand: torch.Tensor, rule: TagRule):
+    """:func:`tag_step` with prod = x1_i · y1_j for every synapse i → j (tag (..., P, N))."""
+    return tag_step(tag, x1[..., :, None] * y1[..., None, :], rand, rule)
+
+
 def tag_limits(tag_bits: int) -> tuple[int, int]:
     """Lava clips the tag to [−2^(b−1) − 1, 2^(b−1) − 1] (−257 … 255 for 9 bits, sic)."""
     m = 2 ** (tag_bits - 1)

@@ -98,6 +98,7 @@ class Emulator:
     obj: Objective
     modulator: Modulator | None
     seeds: list[int]
+    compile: bool = True          # fuse the per-synapse tag step with torch.compile on CUDA
 
     def __post_init__(self):
         sw = self.fp.switches
@@ -116,6 +117,12 @@ class Emulator:
                             f"range (exponent >= {lo}); use cadence = batch (host write-back) or raise fixed.lr")
         self.key = torch.tensor([rng.name_key(s, "fixed_rounding") for s in self.seeds], dtype=torch.int64,
                                 device=self.net.device)
+        fp = self.fp
+        self.tag_rule = arith.TagRule(fp.tag_inc[0], fp.tag_inc[1], fp.tag_leak[0], fp.tag_leak[1], fp.ds_xy,
+                                      fp.frac_bits, fp.acc_bits, *arith.tag_limits(fp.profile["tag_bits"]))
+        self.tag_outer = arith.tag_step_outer
+        if self.compile and self.net.device.type == "cuda":   # one fused kernel per step, same bits
+            self.tag_outer = torch.compile(arith.tag_step_outer, dynamic=False, fullgraph=True)
 
     # ------------------------------------------------------------------------------ weights
     def initial_weights(self) -> Weights:
@@ -280,13 +287,11 @@ class Emulator:
             if sw.trace_bits:
                 if keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
                     e_f = psi[:, :, None, :] * (x1.to(F64)[..., None] / fp.s_x - p.beta * eps_a)
-                    prod, ds = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int(), 0
-                else:
-                    prod, ds = x1.int()[..., None] * y1.int()[:, :, None, :], fp.ds_xy
-                tag = self._tag_step(tag, prod, ds, kt, ev)
-                if keep_alif:
+                    prod = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int()
+                    tag = self._tag_step(tag, prod, 0, kt, ev)
                     e_sum = e_sum + prod
                 else:
+                    tag = self._tag_step(tag, None, fp.ds_xy, kt, ev, x1.int(), y1.int())
                     x1_seen.append(x1)
                     y1_seen.append(y1)
             else:
@@ -337,19 +342,23 @@ class Emulator:
         b_raw = arith.decay(old.b, q.drho, q.decay_bits) + q.beta * old.z
         ev.add("neuron b", b_raw, new.b)
 
-    def _tag_step(self, tag, prod, ds, key, ev: Events):
-        """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back)."""
+    def _tag_step(self, tag, prod, ds, key, ev: Events, x1=None, y1=None):
+        """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back);
+        with ``x1``, ``y1`` the product is their outer product (the compiled fast path on CUDA)."""
         fp, frac = self.fp, self.fp.frac_bits
-        p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
-        if fp.switches.tag_leak_grid == "exact":
+        rand = self._rand(key, "tag", tuple(tag.shape), frac).int()
+        if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
+            prod = x1[..., :, None] * y1[..., None, :] if prod is None else prod
+            p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
             p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().int()
+            raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac, rand)
+            new = raw.clamp(self.tag_rule.lo, self.tag_rule.hi)
+            hits = (raw != new).flatten(1).sum(1)
+        elif prod is None:
+            new, hits = self.tag_outer(tag, x1, y1, rand, self.tag_rule._replace(down=ds))
         else:
-            p_leak = arith.literal_product(tag, 0, -fp.tag_leak[0], fp.tag_leak[1], frac, fp.acc_bits)
-        raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac,
-                                     self._rand(key, "tag", tuple(tag.shape), frac).int())
-        lo, hi = arith.tag_limits(fp.profile["tag_bits"])
-        new = raw.clamp(lo, hi)
-        ev.add("tag", raw, new)
+            new, hits = arith.tag_step(tag, prod, rand, self.tag_rule._replace(down=ds))
+        ev.counts["tag"] = ev.counts.get("tag", 0) + hits
         return new
 
     def _product(self, a, third, ds, dim) -> torch.Tensor:

@@ -40,12 +40,15 @@ def to_literal(x: float, mant_bits: int = 4, exp_range: tuple[int, int] | None =
     m_max = 2 ** (mant_bits - 1) - 1
     best = None
     for m in range(1, m_max + 1):
-        e = round(math.log2(x / m))
-        if exp_range is not None:
-            e = min(max(e, exp_range[0]), exp_range[1])
-        err = abs(m * 2.0 ** e - x) / x
-        if best is None or err < best[0]:
-            best = (err, m, e)
+        # the two exponents around x/m (the nearest in relative error may be either one, also
+        # when the range clips them)
+        low = math.floor(math.log2(x / m))
+        for e in (low, low + 1):
+            if exp_range is not None:
+                e = min(max(e, exp_range[0]), exp_range[1])
+            err = abs(m * 2.0 ** e - x) / x
+            if best is None or err < best[0]:
+                best = (err, m, e)
     return best[1], best[2]
 
 
@@ -177,10 +180,11 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
     rel_max = s_fb * s_e * l_max
     f_shift = torch.ceil(torch.log2(rel_max / y_max) - 1e-9).clamp(min=0).long()
     s_L = s_fb * s_e / 2.0 ** f_shift
-    # neuron constants
+    # neuron constants; du = 2^D - 1: with Lava's du_offset 1 the current keeps nothing of the last
+    # step (4096 - (du + 1) = 0), as the float neuron has no synaptic current (LOIHI.md §3.3)
     beta_fx = (s_v[:, None] * p.beta.double()[None, :] * s_a).round().long()
     neuron = arith.FixedNeuron(
-        du=2 ** D - 1 - pr["du_offset"], dv=round(2 ** D * (1 - p.alpha)), drho=round(2 ** D * (1 - p.rho)),
+        du=2 ** D - 1, dv=round(2 ** D * (1 - p.alpha)), drho=round(2 ** D * (1 - p.rho)),
         vth=vth.long().to(dev)[:, None, None], beta=beta_fx.to(dev)[:, None, :], bias=0, n_block=p.n_block,
         reset="subtract", spike_ge=p.spike_ge, decay_bits=D, du_offset=pr["du_offset"], act_shift=act,
         vth_shift=vshift, u_bits=pr["state_bits_u"], v_bits=pr["state_bits_v"], b_bits=pr["state_bits_adapt"],

@@ -1,0 +1,221 @@
+"""The batched fixed-point emulator: the ideal control equals the float reference, each switch
+changes what it should and nothing else, events are counted, and a seeded run is pinned."""
+import dataclasses
+
+import pytest
+import torch
+
+from lava_diffmod import config as C
+from lava_diffmod.fixed.emulator import Emulator
+from lava_diffmod.fixed.quantize import quantize
+from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches
+from lava_diffmod.float.rsnn import Network, forward
+from lava_diffmod.hw import load_profile
+from lava_diffmod.rules import eprop_factorised
+from lava_diffmod.training import checkpoint, trainer
+
+from helpers import TINY
+
+SEEDS = [1, 2]
+
+
+def tiny_cfg(rule="diffusion", **over):
+    data = {k: dict(v) for k, v in TINY.items()}
+    data["rule"] = {"name": rule, "c_reg": 0.05}
+    data["network"] = dict(data["network"], gain_in=3.0, out_density=0.5)
+    data["train"] = dict(data["train"], seeds=SEEDS, batch_size=4, micro_batches=1)
+    return C.from_mapping(data, over)
+
+
+def emulator(cfg, switches, profile="loihi2", lr=0.5):
+    exp = trainer.setup(cfg)
+    net = Network.from_config(cfg, SEEDS, exp.task.n_in, exp.task.n_out, dtype=torch.float64)
+    fixed = dataclasses.replace(cfg.fixed, lr=lr)
+    fp = quantize(net, load_profile(profile), switches, fixed, exp.rule.objective, cfg.train.batch_size,
+                  cfg.diffusion if cfg.rule.name == "diffusion" else None, SEEDS)
+    return Emulator(net, fp, exp.rule.objective, exp.rule.modulator(net), SEEDS), exp
+
+
+def one_batch(em, exp, record=False, iteration=1):
+    batch = exp.task.batch(SEEDS, "train", iteration, range(4), "cpu", torch.float64)
+    w0 = em.initial_weights()
+    return w0, em.run(w0, batch.x, batch.target, batch.keys, iteration, record=record), batch
+
+
+# ---------------------------------------------------------------------------------------------
+# the ideal control: no quantisation, every switch off == the float reference (float64)
+
+@pytest.mark.parametrize("rule", ["diffusion", "eprop"])
+@pytest.mark.parametrize("feedback", ["symmetric_init", "symmetric_tracking"])
+def test_ideal_profile_equals_the_float_reference(rule, feedback):
+    cfg = tiny_cfg(rule, **{"network.feedback": feedback})
+    em, exp = emulator(cfg, Switches.off(), profile="ideal", lr=0.5)
+    w0, res, batch = one_batch(em, exp)
+    net = em.net
+    ref = eprop_factorised(net, batch.x, batch.target, exp.rule.objective, exp.rule.modulator(net), batch.keys)
+    assert float(ref.grads.w_rec.abs().max()) > 0
+    for new, old, g in zip(res.weights, w0, ref.grads):
+        torch.testing.assert_close(new, old - 0.5 * g, rtol=0, atol=1e-9)
+    torch.testing.assert_close(res.y_window, forward(net, batch.x).y[-exp.task.window:], rtol=0, atol=1e-12)
+    torch.testing.assert_close(res.task_loss, ref.task_loss, rtol=1e-12, atol=0)
+
+
+def test_ideal_fixed_training_equals_float_sgd_training(tmp_path):
+    """Three iterations through the trainer: --backend fixed --hw ideal --switches off against
+    the float backend with plain SGD at the same rate."""
+    common = {"train.iterations": 3, "train.eval_every": 2, "train.batch_size": 4, "train.micro_batches": 2}
+    float_cfg = tiny_cfg(**common, **{"train.optimizer": "sgd", "train.lr": 0.3})
+    fixed_cfg = tiny_cfg(**common, **{"train.backend": "fixed", "fixed.hw": "ideal", "fixed.switches": "off",
+                                      "fixed.lr": 0.3})
+    trainer.train(float_cfg, tmp_path / "float")
+    trainer.train(fixed_cfg, tmp_path / "fixed")
+    like = trainer.setup(float_cfg).net.params
+    a = checkpoint.load(tmp_path / "float" / trainer.CHECKPOINT, like)[0]
+    b = checkpoint.load(tmp_path / "fixed" / trainer.CHECKPOINT, like)[0]
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-9)
+    assert not torch.equal(a.w_rec, like.w_rec)
+
+
+# ---------------------------------------------------------------------------------------------
+# each switch alone changes what it should, and nothing else
+
+# switches that leave the forward pass (spikes, readout) exactly as the float maths has it
+FORWARD_EXACT = {"trace_bits", "product_downshift", "sign_split_L", "tag_leak_grid", "drop_alif_eps_a",
+                 "random_feedback", "diffusion_fixed", "diffusion_hop_delay", "t_epoch", "stoch_round"}
+# switches that leave the readout's weight update exactly as the float maths has it
+READOUT_EXACT = {"tag_leak_grid", "drop_alif_eps_a", "random_feedback", "diffusion_fixed",
+                 "diffusion_hop_delay"}
+
+
+@pytest.fixture(scope="module")
+def off_run():
+    em, exp = emulator(tiny_cfg(), Switches.off())
+    return one_batch(em, exp)
+
+
+@pytest.mark.parametrize("name", APPROXIMATIONS)
+def test_each_switch_changes_what_it_should(name, off_run):
+    _, off, _ = off_run
+    sw = Switches.only(name)
+    em, exp = emulator(tiny_cfg(), sw)
+    w0, res, _ = one_batch(em, exp)
+    dw_off = [a - b for a, b in zip(off.weights, em.float_weights(em.initial_weights()))]
+    dw = [a - b for a, b in zip(em.float_weights(res.weights), em.float_weights(w0))]
+    if name in FORWARD_EXACT and "weight_bits" not in sw.names():
+        torch.testing.assert_close(res.y_window, off.y_window, rtol=0, atol=0)
+    else:
+        assert not torch.equal(res.y_window, off.y_window)
+    if name in READOUT_EXACT:
+        torch.testing.assert_close(dw[2], dw_off[2], rtol=1e-12, atol=1e-15)
+    changed = [not torch.allclose(a, b, rtol=1e-9, atol=1e-15) for a, b in zip(dw, dw_off)]
+    assert any(changed), f"{name} changed nothing"
+    # integer weights exactly when the weights are quantised
+    assert (res.weights.w_rec.dtype == torch.int64) == sw.weight_bits
+
+
+def test_stochastic_rounding_alone_changes_nothing(off_run):
+    """Without integer state there is nothing to round: stoch_round alone is the float maths."""
+    _, off, _ = off_run
+    em, exp = emulator(tiny_cfg(), Switches(stoch_round=True))
+    _, res, _ = one_batch(em, exp)
+    for a, b in zip(res.weights, off.weights):
+        assert torch.equal(a, b)
+
+
+def test_dense_delay_delays_the_feed_forward_path_by_one_step():
+    cfg = tiny_cfg(**{"network.gain_rec": 0.0})
+    em_off, exp = emulator(cfg, Switches.off())
+    em_on, _ = emulator(cfg, Switches(dense_delay=1))
+    _, off, _ = one_batch(em_off, exp, record=True)
+    _, on, _ = one_batch(em_on, exp, record=True)
+    z_off, z_on = off.record["z"], on.record["z"]
+    assert float(z_off.sum()) > 0
+    assert torch.equal(z_on[1:], z_off[:-1]) and float(z_on[0].sum()) == 0
+
+
+def test_mixed_sign_weights_are_even():
+    em, exp = emulator(tiny_cfg(), Switches(weight_bits=True, mixed_sign_lsb_loss=True, stoch_round=True))
+    for w in em.initial_weights():
+        dense = em._dense(w)
+        assert bool((dense % 2 == 0).all())
+        assert not bool((w % 2 == 0).all())
+
+
+def test_shared_rounding_correlates_the_trace_decays():
+    base = Switches(trace_bits=True, stoch_round=True, weight_bits=True)
+    em_ind, exp = emulator(tiny_cfg(), base)
+    em_sh, _ = emulator(tiny_cfg(), dataclasses.replace(base, shared_rng=True))
+    _, ind, _ = one_batch(em_ind, exp, record=True)
+    _, sh, _ = one_batch(em_sh, exp, record=True)
+    assert torch.equal(ind.y_window, sh.y_window)          # the forward pass does not round
+    assert not torch.equal(ind.record["tag"], sh.record["tag"])
+
+
+def test_on_chip_cadence_changes_weights_during_the_batch():
+    sw = dataclasses.replace(Switches.hardware(), cadence="epoch", t_epoch=2)
+    em, exp = emulator(tiny_cfg(), sw, lr=2000.0)
+    w0, res, _ = one_batch(em, exp)
+    assert any(not torch.equal(a, b) for a, b in zip(res.weights, w0))
+
+
+def test_hardware_switches_give_integer_weights_and_learn_in_the_float_direction():
+    em_off, exp = emulator(tiny_cfg(), Switches.off())
+    em_hw, _ = emulator(tiny_cfg(), Switches.hardware())
+    w_off, off, _ = one_batch(em_off, exp)
+    w_hw, hw, _ = one_batch(em_hw, exp)
+    assert all(w.dtype == torch.int64 for w in hw.weights)
+    lim = em_hw.fp.weight_limit
+    assert all(int(w.abs().max()) <= lim + 1 for w in hw.weights)
+    d_off = off.weights.w_out - w_off.w_out
+    d_hw = em_hw.float_weights(hw.weights).w_out - em_hw.float_weights(w_hw).w_out
+    cos = torch.nn.functional.cosine_similarity(d_off.flatten(), d_hw.flatten(), dim=0)
+    assert float(cos) > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# events: counted per variable, wrap only where the profile wraps
+
+def test_saturation_events_are_counted_per_variable(tmp_path):
+    em, exp = emulator(tiny_cfg(**{"fixed.field_bits": 4}), Switches.hardware())
+    _, res, _ = one_batch(em, exp)
+    assert int(res.events["modulator field"].sum()) > 0
+    assert res.events["modulator field"].shape == (2,)
+    assert int(res.events["neuron u"].sum()) == 0
+
+
+def test_wrap_happens_only_where_the_profile_says(tmp_path):
+    """u wraps (Lava's LIF) and v saturates; a profile that saturates u clips it instead."""
+    text = (load_profile("loihi2").path and open(load_profile("loihi2").path).read())
+    path = tmp_path / "tight.toml"
+    path.write_text(text.replace('name = "loihi2"', 'name = "tight"')
+                    .replace("state_bits_u = { value = 24", "state_bits_u = { value = 12"))
+    em, exp = emulator(tiny_cfg(), Switches(neuron_fixed=True), profile=str(path))
+    _, res, _ = one_batch(em, exp)
+    assert int(res.events["neuron u"].sum()) > 0          # 12-bit u wraps
+    saturating = tmp_path / "tight_sat.toml"
+    saturating.write_text(path.read_text().replace('u_overflow = { value = "wrap"', 'u_overflow = { value = "saturate"'))
+    em2, _ = emulator(tiny_cfg(), Switches(neuron_fixed=True), profile=str(saturating))
+    _, res2, _ = one_batch(em2, exp, record=True)
+    assert int(res2.events["neuron u"].sum()) > 0
+    assert not torch.equal(res.y_window, res2.y_window)   # wrapping and clipping differ
+
+
+# ---------------------------------------------------------------------------------------------
+# frozen reference: a short seeded fixed-point training run, integer weights pinned
+
+PINNED = [[283, 3181, 96], [682, 3256, 59], [270, 1924, 0], [1120, 1602, 0], [-373, 1499, 312],
+          [-234, 1806, 274]]
+
+
+def test_fixed_point_training_is_pinned(tmp_path):
+    cfg = tiny_cfg(**{"train.iterations": 3, "train.eval_every": 3, "train.backend": "fixed",
+                      "fixed.lr": 50.0})
+    summary = trainer.train(cfg, tmp_path)
+    w0 = trainer.setup(cfg).emulator.initial_weights()
+    w, _, n, _ = checkpoint.load(tmp_path / trainer.CHECKPOINT, w0)
+    assert n == 3
+    assert all(not torch.equal(a, b) for a, b in zip(w, w0))   # training moved every matrix
+    got = [[int(m[i].sum()), int(m[i].abs().sum()), int(m[i].flatten()[:6].abs().sum())] for m in w for i in range(2)]
+    assert got == PINNED, got
+    assert summary["backend"]["hw"] == "loihi2" and "trace_bits" in summary["backend"]["switches"]
