@@ -1,4 +1,4 @@
-"""CPU training throughput of the four paths, in one run (`make bench`).
+"""CPU training throughput of the four float paths and of the fixed emulator, in one run (`make bench`).
 
 Cue accumulation at the paper's sizes (100 neurons, T = 2050), one seed, batch 16: trial-steps
 per second of one gradient computation for BPTT, e-prop online, e-prop factorised and
@@ -33,6 +33,20 @@ def main() -> None:
     base = out["eprop_factorised"]["seconds_per_batch"]
     for label in list(out):
         out[label]["time_relative_to_eprop_factorised"] = round(out[label]["seconds_per_batch"] / base, 2)
+    # the fixed-point emulator (loihi2, every switch on) on the same workload
+    from benchmarks.common import ROOT
+    from lava_diffmod import config as config_mod
+    cfg = config_mod.load(ROOT / "examples" / "cue_accumulation.toml", {
+        "train.seeds": list(range(1, SEEDS + 1)), "train.batch_size": BATCH, "train.micro_batches": 1,
+        "train.backend": "fixed", "train.progress": False})
+    fexp = trainer.setup(cfg)
+    fb = fexp.task.batch(fexp.seeds, "train", 1, range(BATCH), "cpu", torch.float64)
+    w = fexp.emulator.initial_weights()
+    t = timed(lambda: fexp.emulator.run(w, fb.x, fb.target, fb.keys, 1), "cpu", 1)
+    out["fixed_hardware"] = {"seconds_per_batch": round(t, 3), "trial_steps_per_s": round(SEEDS * BATCH * fexp.task.steps / t),
+                             "time_relative_to_eprop_factorised": round(t / out["eprop_factorised"]["seconds_per_batch"], 2)}
+    out["throughput_ratio_fixed_over_float_factorised"] = round(out["eprop_factorised"]["seconds_per_batch"] / t, 3)
+    out["throughput_ratio_fixed_over_float_online"] = round(out["eprop_online"]["seconds_per_batch"] / t, 3)
     exp = experiment("diffusion", "factorised", SEEDS, BATCH, "cpu")
     out["data_seconds_per_batch"] = round(timed(lambda: trainer.train_batch(exp, 1, 0), "cpu", 3), 3)
     out["setup"] = {"task": "cue_accumulation", "seeds": SEEDS, "batch": BATCH, "steps": 2050,

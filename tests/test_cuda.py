@@ -65,8 +65,8 @@ def fixed_cfg(device, **extra):
 
 
 def test_fixed_emulator_same_bits_on_cpu_and_cuda():
-    """The hardware-faithful emulator (every switch on) gives identical integers on both devices;
-    on CUDA its tag step is the torch.compile'd kernel."""
+    """The hardware-faithful emulator (every switch on) gives identical integers on both devices
+    (weights, spikes, integer tags, events); on CUDA its tag step is the torch.compile'd kernel."""
     cpu = trainer.setup(fixed_cfg("cpu"))
     gpu = trainer.setup(fixed_cfg("cuda"))
     assert gpu.emulator.tag_outer is not cpu.emulator.tag_outer
@@ -77,6 +77,7 @@ def test_fixed_emulator_same_bits_on_cpu_and_cuda():
         b = gpu.emulator.run(gpu.emulator.initial_weights(), b_gpu.x, b_gpu.target, b_gpu.keys, it, record=True)
         for wa, wb in zip(a.weights, b.weights):
             assert torch.equal(wa, wb.cpu())
+        assert a.record["tag"].dtype == torch.int32
         assert torch.equal(a.record["tag"], b.record["tag"].cpu())
         assert torch.equal(a.record["z"], b.record["z"].cpu())
         for k in a.events:

@@ -516,3 +516,12 @@ def test_laplacian_diffuse_fixed_by_hand():
     # = 120.07 -> 120; diagonals: 410 * 200 / 4096 = 20.02 -> 20; (3, 1) and (1, 3) also have two
     # neighbours at 100 on the 4x4 torus -> 20
     assert two.tolist() == [[20, 120, 20, 0], [120, 400, 120, 20], [20, 120, 20, 0], [0, 20, 0, 0]]
+
+
+def test_shared_random_table_equals_random_bits():
+    keys = arith.step_key(torch.tensor([[5, 9]]), torch.arange(4)[:, None])      # (T, S)
+    table = arith.shared_random_table(keys)
+    for t in range(4):
+        for name, sid in arith.STREAMS.items():
+            one = arith.random_bits(keys[t], name, (2, 3, 4), 12, shared=True)
+            assert torch.equal(one[:, 0, 0], table[t, :, sid] >> 20)

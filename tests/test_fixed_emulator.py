@@ -82,7 +82,8 @@ def test_ideal_fixed_training_equals_float_sgd_training(tmp_path):
 
 # switches that leave the forward pass (spikes, readout) exactly as the float maths has it
 FORWARD_EXACT = {"trace_bits", "product_downshift", "sign_split_L", "tag_leak_grid", "drop_alif_eps_a",
-                 "random_feedback", "diffusion_fixed", "diffusion_hop_delay", "t_epoch", "stoch_round"}
+                 "random_feedback", "diffusion_fixed", "diffusion_hop_delay", "t_epoch", "stoch_round",
+                 "shared_rng"}
 # switches that leave the readout's weight update exactly as the float maths has it
 READOUT_EXACT = {"tag_leak_grid", "drop_alif_eps_a", "random_feedback", "diffusion_fixed",
                  "diffusion_hop_delay"}

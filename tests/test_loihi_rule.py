@@ -38,7 +38,7 @@ def _fp(cue, **options):
 
 @pytest.fixture(scope="module")
 def rules(cue):
-    fp = _fp(cue)
+    fp = _fp(cue, lr=1.0)
     return fp, {i: learning_rules(fp, cue[1], i) for i in range(len(SEEDS))}
 
 

@@ -84,6 +84,14 @@ def random_bits(key: int | torch.Tensor, stream: str, shape: tuple[int, ...], bi
     return rng.hashes(k, shape, device=device) >> (32 - bits)
 
 
+def shared_random_table(step_keys: torch.Tensor) -> torch.Tensor:
+    """Every stream's shared number for many steps at once: (T, S) step keys → (T, S, streams)
+    32-bit hashes; ``table[t, s, STREAMS[name]] >> (32 − bits)`` equals
+    ``random_bits(step_keys[t, s], name, ..., bits, shared=True)``."""
+    ids = torch.arange(len(STREAMS), device=step_keys.device)
+    return rng.hash_counter(rng.hash_counter(step_keys[..., None], ids), 0)
+
+
 # ---------------------------------------------------------------------------------------------
 # synaptic input (Dense)
 

@@ -148,13 +148,17 @@ class Emulator:
         sw = self.fp.switches
         return arith.dense_weights(w, self.fp.profile["weight_bits"], sw.mixed_sign_lsb_loss)
 
-    def _rand(self, key, stream, shape, bits):
-        """Random bits for stochastic rounding (``key``: the step's key), or the midpoint
-        (round to nearest) without stochastic rounding."""
+    def _rand(self, t, stream, shape, bits):
+        """Random bits for stochastic rounding at step t; without stochastic rounding 0, so the
+        on-chip roundings truncate (floor), as the datapath does without the random fraction.
+        Shared numbers come from the batch's precomputed table."""
         sw = self.fp.switches
         if not sw.stoch_round:
-            return torch.full(shape, 2 ** (bits - 1), dtype=torch.int64, device=self.net.device)
-        return arith.random_bits(key, stream, shape, bits, sw.shared_rng, device=self.net.device)
+            return torch.zeros(shape, dtype=torch.int64, device=self.net.device)
+        if sw.shared_rng:
+            h = self._table[t, :, arith.STREAMS[stream]] >> (32 - bits)
+            return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
+        return arith.random_bits(self._keys[t], stream, shape, bits, False, device=self.net.device)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
@@ -170,6 +174,8 @@ class Emulator:
         tgt = window_target(target, obj.kind, t0)
         ev = Events(s, dev)
         key = rng.derive(self.key, iteration)
+        self._keys = arith.step_key(key[None, :], torch.arange(t_steps + 1, device=dev)[:, None])   # (T+1, S)
+        self._table = arith.shared_random_table(self._keys) if sw.shared_rng and sw.stoch_round else None
         x = x.to(F64)
         y_max, frac = fp.y_max, fp.frac_bits
         tb = fp.profile["trace_bits"]
@@ -217,7 +223,6 @@ class Emulator:
         rec = {"z": [], "v": [], "tag": [], "psi": []} if record else None
 
         for t in range(t_steps):
-            kt = arith.step_key(key, t)
             x_hist.append(x[t])
             pre_x, pre_z = x_hist.pop(0), z_hist[0]
             pre = torch.cat([pre_x, pre_z], dim=-1)
@@ -261,14 +266,14 @@ class Emulator:
                     eps_a = eps_a_step(eps_a, x1.to(F64) / fp.s_x, psi_prev, p)
                     psi_prev = psi
                 raw = arith.trace_update(x1, pre.long(), fp.x_decay, fp.x_impulse, ifrac,
-                                         self._rand(kt, "x1_decay", (s, b, n_pre), 12),
-                                         self._rand(kt, "x1_impulse", (s, b, n_pre), ifrac),
+                                         self._rand(t, "x1_decay", (s, b, n_pre), 12),
+                                         self._rand(t, "x1_impulse", (s, b, n_pre), ifrac),
                                          fp.profile["impulse_frac_doubling"])
                 x1 = arith.saturate(raw, 0, y_max)
                 ev.add("pre trace x1", raw, x1)
                 zt = arith.trace_step(zt, neuron.z.long() if sw.neuron_fixed else z.long(), fp.z_decay,
-                                      fp.z_impulse, tb, ifrac, self._rand(kt, "z_decay", (s, b, n), 12),
-                                      self._rand(kt, "z_impulse", (s, b, n), ifrac),
+                                      fp.z_impulse, tb, ifrac, self._rand(t, "z_decay", (s, b, n), 12),
+                                      self._rand(t, "z_impulse", (s, b, n), ifrac),
                                       fp.profile["impulse_frac_doubling"])
             else:
                 tr, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif)
@@ -288,16 +293,16 @@ class Emulator:
                 if keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
                     e_f = psi[:, :, None, :] * (x1.to(F64)[..., None] / fp.s_x - p.beta * eps_a)
                     prod = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int()
-                    tag = self._tag_step(tag, prod, 0, kt, ev)
+                    tag = self._tag_step(tag, prod, 0, t, ev)
                     e_sum = e_sum + prod
                 else:
-                    tag = self._tag_step(tag, None, fp.ds_xy, kt, ev, x1.int(), y1.int())
+                    tag = self._tag_step(tag, None, fp.ds_xy, t, ev, x1.int(), y1.int())
                     x1_seen.append(x1)
                     y1_seen.append(y1)
             else:
                 e_sum = e_sum + e
-            if record:
-                rec["tag"].append(tag.to(F64) / fp.s_t if sw.trace_bits else tr.ebar)
+            if record:   # integers as they are (trace_bits), else the float ē
+                rec["tag"].append(tag if sw.trace_bits else tr.ebar)
             if not in_window:
                 continue
             learning, field = self._learning_signal(signal, field, field_fn, signal_diffuse, err, fb_int, t,
@@ -313,7 +318,7 @@ class Emulator:
                 acc = acc + step_w.sum(1)
                 acc_out = acc_out + step_o.sum(1)
             else:
-                weights = self._write_back_on_chip(weights, step_w, step_o, kt, ev)
+                weights = self._write_back_on_chip(weights, step_w, step_o, t, ev)
                 dense = [self._dense(w) for w in weights]
                 fw = self.float_weights(weights)
 
@@ -325,7 +330,7 @@ class Emulator:
                                      torch.stack(y1_seen).to(F64)).long() >> fp.ds_xy
             e_sum_f = e_sum.to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y)) if sw.trace_bits else e_sum
             g_reg = obj.batch_scale(b) * sw.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum_f)
-            weights = self._write_back_batch(weights, acc, acc_out, g_reg, key, t_steps, ev)
+            weights = self._write_back_batch(weights, acc, acc_out, g_reg, t_steps, ev)
         if record:
             rec = {k: torch.stack(v) for k, v in rec.items() if v}
         return Result(weights, task_loss(y_w, tgt, obj), rate_regulariser(z_count / t_steps, obj), y_w,
@@ -342,11 +347,11 @@ class Emulator:
         b_raw = arith.decay(old.b, q.drho, q.decay_bits) + q.beta * old.z
         ev.add("neuron b", b_raw, new.b)
 
-    def _tag_step(self, tag, prod, ds, key, ev: Events, x1=None, y1=None):
+    def _tag_step(self, tag, prod, ds, t, ev: Events, x1=None, y1=None):
         """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back);
         with ``x1``, ``y1`` the product is their outer product (the compiled fast path on CUDA)."""
         fp, frac = self.fp, self.fp.frac_bits
-        rand = self._rand(key, "tag", tuple(tag.shape), frac).int()
+        rand = self._rand(t, "tag", tuple(tag.shape), frac).int()
         if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
             prod = x1[..., :, None] * y1[..., None, :] if prod is None else prod
             p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
@@ -434,7 +439,7 @@ class Emulator:
         ev.add("learning signal", l_int, l_clip)
         return (l_clip if sw.trace_bits else l_clip.to(F64) / per_net(fp.s_L, 3)), field
 
-    def _write_back_on_chip(self, weights: Weights, step_w, step_o, key, ev: Events) -> Weights:
+    def _write_back_on_chip(self, weights: Weights, step_w, step_o, t, ev: Events) -> Weights:
         """Cadence step/epoch: each trial's product times the rate literal (clipped to the
         learning accumulator), summed over the batch, then w ← sat(SR(w + Δ))."""
         fp, n_in, frac = self.fp, self.net.n_in, self.fp.frac_bits
@@ -444,7 +449,7 @@ class Emulator:
                               ("out", weights.w_out, step_o)):
             delta = torch.stack([arith.literal_product(prod[i], 0, m, e, frac, fp.acc_bits).sum(0)
                                  for i, (m, e) in enumerate(fp.lr_lit[name])])
-            raw = arith.stochastic_round((w << frac) + delta, frac, self._rand(key, f"w_{name}", tuple(w.shape), frac))
+            raw = arith.stochastic_round((w << frac) + delta, frac, self._rand(t, f"w_{name}", tuple(w.shape), frac))
             new = raw.clamp(-lim - 1, lim)
             ev.add(f"weight W_{name}", raw, new)
             out.append(new * self._mask(name).long())
@@ -453,7 +458,7 @@ class Emulator:
     def _mask(self, name):
         return {"in": self.net.m_in, "rec": self.net.m_rec, "out": self.net.m_out}[name]
 
-    def _write_back_batch(self, weights: Weights, acc, acc_out, g_reg, key, t_steps, ev: Events) -> Weights:
+    def _write_back_batch(self, weights: Weights, acc, acc_out, g_reg, t_steps, ev: Events) -> Weights:
         """Host write-back at the end of the batch: Δw = λ·acc − lr·g_reg; integers by
         stochastic rounding (24 random bits) or to nearest, saturated to the weight range."""
         fp, sw, n_in = self.fp, self.fp.switches, self.net.n_in
@@ -477,7 +482,7 @@ class Emulator:
             clipped = delta.clamp(-lim_acc, lim_acc)
             ev.add(f"host accumulator W_{name}", delta, clipped)
             if sw.stoch_round:   # the host draws independently for every synapse (no shared_rng)
-                u = arith.random_bits(arith.step_key(key, t_steps), f"w_{name}", tuple(w.shape), 24,
+                u = arith.random_bits(self._keys[t_steps], f"w_{name}", tuple(w.shape), 24,
                                       shared=False, device=w.device).to(F64) / 2 ** 24
                 step = torch.floor(clipped + u).long()
             else:

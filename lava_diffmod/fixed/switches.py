@@ -71,7 +71,7 @@ class Switches:
         base = dict(product_downshift=["trace_bits"], sign_split_L=["trace_bits"],
                     weight_bits=["stoch_round"], stoch_round=["weight_bits"],
                     mixed_sign_lsb_loss=["weight_bits", "stoch_round"],
-                    shared_rng=["weight_bits", "stoch_round"]).get(name, [])
+                    shared_rng=["trace_bits", "stoch_round"]).get(name, [])
         values = {n: True for n in base}
         values[name] = ALONE.get(name, True)
         return cls(**values)

@@ -1,0 +1,120 @@
+"""What fixed point costs: cue accumulation with diffusion, Loihi 2 profile.
+
+    python benchmarks/fixed_accuracy.py fidelity [--device cpu] [--seeds 5] [--batch 16]
+    python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000]
+
+* fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
+  update of one batch at the initial weights against the float update of the same batch:
+  cosine and norm ratio per weight matrix (mean over seeds), the share of synapses whose update
+  the approximation truncated to zero, and the saturation events.
+* training: float (plain SGD at the fixed backend's rate; Adam does not exist on chip) against the
+  fixed emulator with every switch on, the same seeds batched; final evaluation accuracy, mean
+  and 95% CI, and the gap; ``--conditions`` adds single approximations.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.common import RESULTS, ROOT, record  # noqa: E402
+from lava_diffmod import config as config_mod  # noqa: E402
+from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches  # noqa: E402
+from lava_diffmod.training import trainer  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
+
+
+def base_overrides(args) -> dict:
+    return {"train.seeds": list(range(1, args.seeds + 1)), "train.batch_size": args.batch,
+            "train.micro_batches": 1, "train.device": args.device, "train.progress": False,
+            "rule.name": "diffusion", "fixed.lr": args.lr}
+
+
+def condition_switches(name: str):
+    if name == "hardware":
+        return "hardware"
+    sw = Switches.only(name)
+    return {"preset": "off", **{f: getattr(sw, f) for f in sw.names()}}
+
+
+def fidelity(args) -> dict:
+    over = base_overrides(args)
+    runs = {}
+    for name in ["off", "hardware", *APPROXIMATIONS]:
+        spec = "off" if name == "off" else condition_switches(name)
+        cfg = config_mod.load(EXAMPLE, dict(over, **{"train.backend": "fixed", "fixed.switches": spec}))
+        exp = trainer.setup(cfg)
+        em = exp.emulator
+        batch = exp.task.batch(exp.seeds, "train", 1, range(args.batch), exp.net.device, torch.float64)
+        w0 = em.initial_weights()
+        res = em.run(w0, batch.x, batch.target, batch.keys, 1)
+        dw = [a - b for a, b in zip(em.float_weights(res.weights), em.float_weights(w0))]
+        runs[name] = (dw, {k: int(v.sum()) for k, v in res.events.items()}, em.fp.switches.weight_bits)
+        print(name, flush=True)
+    ref = runs["off"][0]
+    out = {}
+    for name, (dw, events, integer) in runs.items():
+        if name == "off":
+            continue
+        row = {}
+        for label, a, b in zip(("W_in", "W_rec", "W_out"), dw, ref):
+            cos = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
+            norm = a.flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1).clamp(min=1e-30)
+            moved = b != 0
+            zero = ((a == 0) & moved).sum() / moved.sum().clamp(min=1)
+            row[label] = {"cosine": round(float(cos.mean()), 4), "norm_ratio": round(float(norm.mean()), 3),
+                          "truncated_to_zero": round(float(zero), 4)}
+        row["events"] = {k: v for k, v in events.items() if v}
+        out[name] = row
+    out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
+                    "seeds": args.seeds, "batch": args.batch, "fixed_lr": args.lr,
+                    "note": "one batch at the initial weights; each approximation alone (with the "
+                            "switches it needs) and all on ('hardware'), against all off (float)"}
+    return out
+
+
+def training(args) -> dict:
+    over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": 25})
+    conditions = {"float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
+                  "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
+    for name in args.conditions:
+        conditions[f"fixed_{name}"] = {"train.backend": "fixed", "fixed.switches": condition_switches(name)}
+    out = {}
+    for name, extra in conditions.items():
+        cfg = config_mod.load(EXAMPLE, dict(over, **extra))
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = trainer.train(cfg, Path(tmp) / name)
+        acc = summary["final"]["accuracy"]
+        out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
+                     "wall_s": summary["wall_s"]}
+        print(name, out[name], flush=True)
+    out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
+                                                       - out["fixed_hardware"]["accuracy_mean"]), 2)
+    out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
+                    "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("section", choices=["fidelity", "training"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=100.0)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--conditions", nargs="*", default=[])
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+    torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
+    result = fidelity(args) if args.section == "fidelity" else training(args)
+    record(f"fixed_{args.section}_{args.device.split(':')[0]}", args.device, result, Path(args.out))
+
+
+if __name__ == "__main__":
+    main()
