@@ -108,13 +108,13 @@ class Emulator:
         if mod is not None and sw.diffusion_hop_delay and (mod.kernel != "box" or mod.shuffle != "none"):
             raise ValueError("fixed.switches.diffusion_hop_delay: modelled for the box kernel without shuffling")
         if sw.cadence in ("step", "epoch"):
-            lo = self.fp.profile["s_exp_range"][0]
+            lo, hi = self.fp.profile["s_exp_range"]
             for name, lits in self.fp.lr_lit.items():
                 for m, e in lits:
-                    if m and e < lo:
+                    if m and not lo <= e <= hi:
                         raise ValueError(
-                            f"fixed.lr: the learning-rate literal of W_{name} is {m}*2^{e}, below the on-chip "
-                            f"range (exponent >= {lo}); use cadence = batch (host write-back) or raise fixed.lr")
+                            f"fixed.lr: the learning-rate literal of W_{name} is {m}*2^{e}, outside the on-chip "
+                            f"exponent range [{lo}, {hi}]; use cadence = batch (host write-back) or change fixed.lr")
         self.key = torch.tensor([rng.name_key(s, "fixed_rounding") for s in self.seeds], dtype=torch.int64,
                                 device=self.net.device)
         fp = self.fp
