@@ -268,17 +268,18 @@ def report(fp: FixedParams, net: Network, diffusion: DiffusionConfig | None = No
     vth = fp.neuron.vth.reshape(-1).double().cpu()
     s_v = fp.s_v.cpu()
     row("threshold", p.thr, float((vth * 2 ** fp.neuron.vth_shift / s_v)[0]), f"vth = {int(vth[0])} (seed 0)")
-    for name, w_int, w in (("W_in", fp.w_in, net.params.w_in), ("W_rec", fp.w_rec, net.params.w_rec),
-                           ("W_out", fp.w_out, net.params.w_out), ("feedback B", fp.feedback, net.feedback)):
-        scale = fp.s_fb if name == "feedback B" else fp.s_w[name[2:] if name != "feedback B" else "in"]
+    for name, key, w_int, w in (("W_in", "in", fp.w_in, net.params.w_in), ("W_rec", "rec", fp.w_rec, net.params.w_rec),
+                                ("W_out", "out", fp.w_out, net.params.w_out),
+                                ("feedback B", None, fp.feedback, net.feedback)):
+        scale = fp.s_fb if key is None else fp.s_w[key]
         deq = w_int.double() / scale.reshape(-1, 1, 1)
         mask = w != 0
-        err = ((deq - w.double())[mask] ** 2).mean().sqrt() / w.double()[mask].pow(2).mean().sqrt()
-        exps = fp.wexp.get(name[2:], torch.zeros(1)).reshape(-1)
+        diff = (deq - w.double())[mask]
+        exp = f"weight_exp = {int(fp.wexp[key][0])} (seed 0); " if key else ""
         rows.append({"parameter": f"{name} (RMS over synapses)", "float": float(w.double()[mask].abs().mean()),
-                     "quantised": float(deq[mask].abs().mean()), "abs_error": float(((deq - w.double())[mask]).abs().mean()),
-                     "rel_error": float(err), "note": f"weight_exp = {int(exps[0])} (seed 0); max |W_int| = "
-                                                      f"{int(w_int.abs().max())}"})
+                     "quantised": float(deq[mask].abs().mean()), "abs_error": float(diff.abs().mean()),
+                     "rel_error": float(diff.pow(2).mean().sqrt() / w.double()[mask].pow(2).mean().sqrt()),
+                     "note": f"{exp}max |W_int| = {int(w_int.abs().max())}"})
     if bool(p.beta.any()):
         j = int(torch.nonzero(p.beta)[0])
         row("beta x (1 - rho) (threshold step)", float(p.beta[j]) * p.adapt_scale,

@@ -149,8 +149,7 @@ def window_metrics(y_w: torch.Tensor, target: torch.Tensor, obj: Objective, rate
                    dt: float) -> dict[str, torch.Tensor]:
     """Per-seed metrics of one batch from the readout over the window: CE and accuracy (E_task
     without E_reg, mean reductions), or nMSE; the mean firing rate in Hz."""
-    t0 = -obj.window
-    tgt = target if obj.kind == "classification" else target[t0:]
+    tgt = window_target(target, obj.kind, -obj.window)
     parts = {"rate_hz": rate * 1000.0 / dt}
     if obj.kind == "classification":
         parts["ce"] = task_loss(y_w, tgt, Objective(obj.kind, obj.window))
