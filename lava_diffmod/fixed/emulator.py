@@ -2,8 +2,9 @@ r"""The batched fixed-point emulator: S networks × B trials, forward and on-chi
 
 Per step t (each stage in float or in integers, by the switches ``sw``):
 
-1. **input** from x(t − d) and z(t − 1 − d), d = ``dense_delay``: float Σ pre·W, or the integer
-   Dense (Σ pre·W_int)·2^weight_exp (``weight_bits``).
+1. **input** from x(t − d) and z(t − 1), d = ``dense_delay``: float Σ pre·W, or the integer
+   Dense (Σ pre·W_int)·2^weight_exp (``weight_bits``). A Dense hop delivers at t + 1 what it
+   received at t; the recurrence z(t − 1) already is that step, the input hop adds d.
 2. **neuron and readout**: the float ALIF step, or :func:`arith.alif_fixed_step` and an integer
    leaky readout (``neuron_fixed``).
 3. **traces**, every step: pre trace x1 ≈ s_x ε^v, post factor y1 ≈ s_y ψ, readout trace
@@ -200,7 +201,7 @@ class Emulator:
         # state
         neuron = arith.fixed_init((s, b, n), dev) if sw.neuron_fixed else alif_init((s, b, n), x)
         y, y_int = x.new_zeros((s, b, n_out)), torch.zeros((s, b, n_out), dtype=torch.int64, device=dev)
-        z_hist = [x.new_zeros((s, b, n))] * (sw.dense_delay + 1)
+        z_prev = x.new_zeros((s, b, n))
         x_hist = [x.new_zeros((s, b, n_in))] * sw.dense_delay
         if sw.trace_bits:
             eps_a = x.new_zeros((s, b, n_pre, n)) if keep_alif else None    # no hardware state holds ε^a
@@ -224,7 +225,7 @@ class Emulator:
 
         for t in range(t_steps):
             x_hist.append(x[t])
-            pre_x, pre_z = x_hist.pop(0), z_hist[0]
+            pre_x, pre_z = x_hist.pop(0), z_prev
             pre = torch.cat([pre_x, pre_z], dim=-1)
             # 1-2: input, neuron, readout
             if sw.weight_bits:
@@ -257,8 +258,7 @@ class Emulator:
                 y = readout_step(y, z, fw.w_out, net.kappa)
             if sw.trace_bits:
                 psi = y1.to(F64) / fp.s_y
-            z_hist.append(z)
-            z_hist.pop(0)
+            z_prev = z
             z_count = z_count + z
             # 3: traces (ε^a uses ε^v and ψ of the previous step, before they update)
             if sw.trace_bits:
