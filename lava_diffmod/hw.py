@@ -27,9 +27,12 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 if sys.version_info >= (3, 11):
     import tomllib

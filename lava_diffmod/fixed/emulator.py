@@ -36,9 +36,12 @@ from ..float.readout import Objective, output_error, rate_regulariser, readout_s
 from ..float.rsnn import Network, Params
 from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, eps_a_step,
                            regulariser_coefficient, window_target)
-from ..rules.modulator import Modulator, diffuse as float_diffuse, modulator_step
+from ..rules.modulator import Modulator
 from . import arith
-from .quantize import FixedParams, literal_value
+from .quantize import FixedParams
+from .steps import (Events, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
+                    field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
+                    readout_fixed_step, third_factor_product)
 
 F64 = torch.float64
 
@@ -58,29 +61,6 @@ class Result(NamedTuple):
     rate: torch.Tensor            # (S,) mean firing rate, spikes per step
     events: dict                  # variable → (S,) saturation / wrap events
     record: dict | None           # per-step traces, if asked for
-
-
-class Events:
-    """Counts, per network, how often each variable saturated or wrapped."""
-
-    def __init__(self, s: int, device):
-        self.counts: dict[str, torch.Tensor] = {}
-        self.s, self.device = s, device
-
-    def add(self, name: str, before: torch.Tensor, after: torch.Tensor) -> None:
-        hits = (before != after).flatten(1).sum(1)
-        zero = torch.zeros(self.s, dtype=torch.int64, device=self.device)
-        self.counts[name] = self.counts.get(name, zero) + hits
-
-
-def per_net(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """A per-network (S,) tensor shaped to broadcast against a tensor of ``dim`` dims."""
-    return v.reshape(-1, *[1] * (dim - 1))
-
-
-def tz_div(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """tz(x / 2^shift) with a per-network shift (S,)."""
-    return torch.div(x, per_net(2 ** shift, x.dim()), rounding_mode="trunc")
 
 
 def psi_of_fixed(s: arith.FixedState, q: arith.FixedNeuron, gamma: float, thr: float) -> torch.Tensor:
@@ -178,7 +158,7 @@ class Emulator:
         self._keys = arith.step_key(key[None, :], torch.arange(t_steps + 1, device=dev)[:, None])   # (T+1, S)
         self._table = arith.shared_random_table(self._keys) if sw.shared_rng and sw.stoch_round else None
         x = x.to(F64)
-        y_max, frac = fp.y_max, fp.frac_bits
+        y_max = fp.y_max
         tb = fp.profile["trace_bits"]
         ifrac = fp.profile["trace_impulse_frac_bits"]
         keep_alif = net.has_alif and not sw.drop_alif_eps_a
@@ -195,7 +175,7 @@ class Emulator:
             fb_int, fb = None, fp.feedback_float.to(F64)
         float_net = dataclasses.replace(net.with_params(fw), feedback=fb, tracking_feedback=False)
         signal = LearningSignal(float_net, self.modulator, trial_keys)
-        field_fn = self._field_fn()
+        field_fn = field_diffusion(self.modulator, fp)
         signal_diffuse = field_fn if not sw.diffusion_fixed else None
 
         # state
@@ -247,9 +227,7 @@ class Emulator:
                 else:
                     a_out = (torch.bmm(z, fw.w_out) * per_net(fp.s_o * (1 - net.kappa) / 2.0 ** q.act_shift, 3)
                              ).round().long()
-                y_raw = arith.decay(y_int, fp.dkappa, q.decay_bits) + (a_out << q.act_shift)
-                y_int = arith.overflow(y_raw, q.v_bits, "saturate")
-                ev.add("readout y", y_raw, y_int)
+                y_int = readout_fixed_step(y_int, a_out, fp, ev)
                 y = y_int.to(F64) / per_net(fp.s_o, 3)
             else:
                 neuron, psi = alif_step(neuron, current, p)
@@ -308,9 +286,8 @@ class Emulator:
             learning, field = self._learning_signal(signal, field, field_fn, signal_diffuse, err, fb_int, t,
                                                     trial_keys, ev)
             if sw.trace_bits:
-                err_int = (err * fp.s_e).round().clamp(-y_max, y_max).long()
-                step_w = self._product(tag, learning.int(), fp.ds_ty, 2).long()   # (S, B, P, N)
-                step_o = self._product(zt[..., None], err_int[:, :, None, :], fp.ds_zz, 3)
+                step_w = third_factor_product(tag, learning.int()[:, :, None, :], fp.ds_ty, fp).long()  # (S, B, P, N)
+                step_o = third_factor_product(zt[..., None], error_int(err, fp)[:, :, None, :], fp.ds_zz, fp)
             else:
                 step_w = -learning[:, :, None, :] * tr.ebar
                 step_o = -zbar[..., None] * err[:, :, None, :]
@@ -366,130 +343,49 @@ class Emulator:
         ev.counts["tag"] = ev.counts.get("tag", 0) + hits
         return new
 
-    def _product(self, a, third, ds, dim) -> torch.Tensor:
-        """−a·third, as Loihi evaluates it: two products a·y3 and a·y2 truncated apart
-        (``sign_split_L``) or one signed product, each >> ds."""
-        third = third.unsqueeze(dim) if third.dim() < a.dim() else third
-        if self.fp.switches.sign_split_L:
-            pos, neg = arith.sign_split(third, self.fp.profile["trace_bits"])
-            return ((a * neg) >> ds) - ((a * pos) >> ds)
-        return -((a * third) >> ds)
-
-    def _field_fn(self):
-        """The diffusion of one step with ``diffusion_hop_delay``: neighbours arrive d steps late,
-        G̃ = K ⊛ G(t−1−d) + c (G(t−1) − G(t−1−d)), c the kernel's centre weight; integer with
-        ``diffusion_fixed``. None: the float diffusion as the float reference does it."""
-        mod, fp, sw = self.modulator, self.fp, self.fp.switches
-        if mod is None or (not sw.diffusion_fixed and not sw.diffusion_hop_delay):
-            return None
-        history: list[torch.Tensor] = []
-        d = sw.diffusion_hop_delay
-
-        def diffuse(g: torch.Tensor) -> torch.Tensor:
-            history.append(g)
-            old = history.pop(0) if len(history) > d else torch.zeros_like(g)
-            h, w = mod.grid
-            if sw.diffusion_fixed:
-                grid, old_grid = g.reshape(*g.shape[:-1], h, w), old.reshape(*g.shape[:-1], h, w)
-                if mod.kernel == "box":
-                    out = arith.tz_scale(arith.box_sum(old_grid, mod.radius[0]) + grid - old_grid, fp.k_mant,
-                                         fp.neuron.decay_bits)
-                else:
-                    out = arith.laplacian_diffuse_fixed(grid, fp.k_mant, fp.k_neighbour, mod.n_sub,
-                                                        fp.neuron.decay_bits)
-                return out.reshape(g.shape)
-            centre = mod.k[0] / (2 * mod.radius[0] + 1) ** 2
-            return float_diffuse(old, mod) + centre * (g - old)
-        return diffuse
-
     def _learning_signal(self, signal: LearningSignal, field, field_fn, signal_diffuse, err, fb_int, t,
                          trial_keys, ev: Events):
         """L (S, B, N): float, or integers in learning-signal units with ``trace_bits``."""
         fp, sw, mod = self.fp, self.fp.switches, self.modulator
-        y_max = fp.y_max
         integer_release = sw.weight_bits and sw.trace_bits
         if integer_release:   # error units → 8-bit feedback Dense: release in units s_B s_e
-            err_int = (err * fp.s_e).round().clamp(-y_max, y_max).long()
-            rel = torch.einsum("sbm,sjm->sbj", err_int.to(F64), fb_int.to(F64)).round().long()
+            rel = feedback_release(error_int(err, fp), fb_int)
         if mod is not None and sw.diffusion_fixed:
             if integer_release:
-                release = tz_div(rel << fp.field_frac_bits, fp.f_shift)
+                release = field_release(rel, fp)
             else:
                 l_dir = torch.einsum("sbm,sjm->sbj", err, signal.routed[:, 0])
                 release = (l_dir * per_net(fp.s_G, 3)).round().long()
-            if field is None:
-                h, w = mod.grid
-                field = torch.zeros((*release.shape[:2], 1, h * w), dtype=torch.int64, device=release.device)
-            field, local = modulator_step(field, release[:, :, None, :], mod, trial_keys, t, diffuse_fn=field_fn)
-            lim = arith.signed_limit(fp.field_bits)
-            clipped = field.clamp(-lim, lim)
-            ev.add("modulator field", field, clipped)
-            field = clipped
-            local = field.gather(-1, mod.cells[:, None, None, :].expand(local.shape))[:, :, 0]
-            l_int = torch.div(local, 2 ** fp.field_frac_bits, rounding_mode="trunc")
+            field, l_int = fixed_field_step(field, release, mod, fp, field_fn, trial_keys, t, ev)
         elif integer_release and mod is None:
-            l_int = tz_div(rel, fp.f_shift)
+            l_int = direct_signal(rel, fp)
         else:
             signal.diffuse_fn = signal_diffuse
             learning = signal.step(err, t)
             if not sw.trace_bits:
                 return learning, field
             l_int = (learning * per_net(fp.s_L, 3)).round().long()
-        l_clip = l_int.clamp(-y_max, y_max)
-        ev.add("learning signal", l_int, l_clip)
+        l_clip = clip_signal(l_int, fp, ev)
         return (l_clip if sw.trace_bits else l_clip.to(F64) / per_net(fp.s_L, 3)), field
 
     def _write_back_on_chip(self, weights: Weights, step_w, step_o, t, ev: Events) -> Weights:
-        """Cadence step/epoch: each trial's product times the rate literal (clipped to the
-        learning accumulator), summed over the batch, then w ← sat(SR(w + Δ))."""
-        fp, n_in, frac = self.fp, self.net.n_in, self.fp.frac_bits
-        lim = fp.weight_limit
-        out = []
-        for name, w, prod in (("in", weights.w_in, step_w[:, :, :n_in]), ("rec", weights.w_rec, step_w[:, :, n_in:]),
-                              ("out", weights.w_out, step_o)):
-            delta = torch.stack([arith.literal_product(prod[i], 0, m, e, frac, fp.acc_bits).sum(0)
-                                 for i, (m, e) in enumerate(fp.lr_lit[name])])
-            raw = arith.stochastic_round((w << frac) + delta, frac, self._rand(t, f"w_{name}", tuple(w.shape), frac))
-            new = raw.clamp(-lim - 1, lim)
-            ev.add(f"weight W_{name}", raw, new)
-            out.append(new * self._mask(name).long())
-        return Weights(*out)
+        """Cadence step/epoch: each matrix by :func:`.steps.on_chip_write_back`."""
+        n_in = self.net.n_in
+        parts = (("in", weights.w_in, step_w[:, :, :n_in]), ("rec", weights.w_rec, step_w[:, :, n_in:]),
+                 ("out", weights.w_out, step_o))
+        return Weights(*(on_chip_write_back(w, prod, self.fp.lr_lit[name],
+                                            self._rand(t, f"w_{name}", tuple(w.shape), self.fp.frac_bits),
+                                            self.fp, self._mask(name), ev, name)
+                         for name, w, prod in parts))
 
     def _mask(self, name):
         return {"in": self.net.m_in, "rec": self.net.m_rec, "out": self.net.m_out}[name]
 
     def _write_back_batch(self, weights: Weights, acc, acc_out, g_reg, t_steps, ev: Events) -> Weights:
-        """Host write-back at the end of the batch: Δw = λ·acc − lr·g_reg; integers by
-        stochastic rounding (24 random bits) or to nearest, saturated to the weight range."""
-        fp, sw, n_in = self.fp, self.fp.switches, self.net.n_in
+        """Host write-back at the end of the batch (:func:`.steps.host_write_back`)."""
+        n_in = self.net.n_in
         parts = (("in", weights.w_in, acc[:, :n_in], g_reg[:, :n_in]),
                  ("rec", weights.w_rec, acc[:, n_in:], g_reg[:, n_in:]),
                  ("out", weights.w_out, acc_out, None))
-        out = []
-        for name, w, a, reg in parts:
-            if sw.weight_bits and sw.trace_bits:
-                lam = torch.tensor([literal_value(lit) for lit in fp.lr_lit[name]], dtype=F64, device=w.device)
-            else:
-                lam = fp.lr_exact[name] * (fp.s_w[name] if sw.weight_bits else 1.0)
-            delta = a.to(F64) * per_net(lam, 3)
-            if reg is not None:
-                delta = delta - fp.lr * reg * (per_net(fp.s_w[name], 3) if sw.weight_bits else 1.0)
-            delta = delta * self._mask(name).to(F64)
-            if not sw.weight_bits:
-                out.append(w + delta)
-                continue
-            lim_acc = 2.0 ** (fp.host_acc_bits - 1 - 16)
-            clipped = delta.clamp(-lim_acc, lim_acc)
-            ev.add(f"host accumulator W_{name}", delta, clipped)
-            if sw.stoch_round:   # the host draws independently for every synapse (no shared_rng)
-                u = arith.random_bits(self._keys[t_steps], f"w_{name}", tuple(w.shape), 24,
-                                      shared=False, device=w.device).to(F64) / 2 ** 24
-                step = torch.floor(clipped + u).long()
-            else:
-                step = torch.floor(clipped + 0.5).long()
-            raw = w + step
-            lim = fp.weight_limit
-            new = raw.clamp(-lim - 1, lim)
-            ev.add(f"weight W_{name}", raw, new)
-            out.append(new)
-        return Weights(*out)
+        return Weights(*(host_write_back(w, a, reg, name, self.fp, self._keys[t_steps], self._mask(name), ev)
+                         for name, w, a, reg in parts))
