@@ -41,7 +41,7 @@ from . import arith
 from .quantize import FixedParams
 from .steps import (Events, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
                     field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
-                    readout_fixed_step, third_factor_product)
+                    readout_fixed_step, step_rand, third_factor_product)
 
 F64 = torch.float64
 
@@ -130,16 +130,13 @@ class Emulator:
         return arith.dense_weights(w, self.fp.profile["weight_bits"], sw.mixed_sign_lsb_loss)
 
     def _rand(self, t, stream, shape, bits):
-        """Random bits for stochastic rounding at step t; without stochastic rounding 0, so the
-        on-chip roundings truncate (floor), as the datapath does without the random fraction.
-        Shared numbers come from the batch's precomputed table."""
+        """Random bits for stochastic rounding at step t (:func:`.steps.step_rand`); shared
+        numbers come from the batch's precomputed table."""
         sw = self.fp.switches
-        if not sw.stoch_round:
-            return torch.zeros(shape, dtype=torch.int64, device=self.net.device)
-        if sw.shared_rng:
+        if sw.stoch_round and sw.shared_rng:
             h = self._table[t, :, arith.STREAMS[stream]] >> (32 - bits)
             return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
-        return arith.random_bits(self._keys[t], stream, shape, bits, False, device=self.net.device)
+        return step_rand(self._keys[t], stream, shape, bits, self.fp, device=self.net.device)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
@@ -201,7 +198,7 @@ class Emulator:
         field = None
         z_count = x.new_zeros((s, b, n))
         ys = []
-        rec = {"z": [], "v": [], "tag": [], "psi": []} if record else None
+        rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": []} if record else None
 
         for t in range(t_steps):
             x_hist.append(x[t])
@@ -260,6 +257,8 @@ class Emulator:
                 rec["z"].append(z)
                 rec["v"].append(neuron.v.to(F64) / per_net(fp.s_v, 3) if sw.neuron_fixed else neuron.v)
                 rec["psi"].append(psi)
+                if sw.trace_bits:
+                    rec["x1"].append(x1)
             in_window = t >= t0
             if in_window:
                 err = output_error(y, tgt if obj.kind == "classification" else tgt[t - t0], obj.kind)

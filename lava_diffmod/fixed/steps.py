@@ -176,3 +176,21 @@ def host_write_back(w: torch.Tensor, acc: torch.Tensor, reg: torch.Tensor | None
         ev.add(f"host accumulator W_{name}", delta, clipped)
         ev.add(f"weight W_{name}", raw, new)
     return new
+
+
+def rounding_key(seed: int, iteration: int) -> torch.Tensor:
+    """The (1,) key of one network's stochastic rounding in batch (trial) ``iteration``; the key of
+    step t is ``arith.step_key(key, t)``."""
+    from .. import rng
+    return rng.derive(torch.tensor([rng.name_key(seed, "fixed_rounding")], dtype=torch.int64), iteration)
+
+
+def step_rand(step_key: torch.Tensor, stream: str, shape: tuple[int, ...], bits: int, fp: FixedParams,
+              device=None) -> torch.Tensor:
+    """Random bits of one step for stochastic rounding: 0 without ``stoch_round`` (the on-chip
+    roundings then truncate), one number per step and network with ``shared_rng``, else one per
+    element (index over ``shape``)."""
+    sw = fp.switches
+    if not sw.stoch_round:
+        return torch.zeros(shape, dtype=torch.int64, device=device)
+    return arith.random_bits(step_key, stream, shape, bits, sw.shared_rng, device=device)

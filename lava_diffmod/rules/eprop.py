@@ -66,7 +66,14 @@ class LearningSignal:
         self.diffuse_fn = None     # the fixed backend's field diffusion, if any
 
     def step(self, err: torch.Tensor, t: int) -> torch.Tensor:
-        rel = torch.einsum("sbm,scjm->sbcj", err, self.routed)
+        return self.local(self.release(err), t)
+
+    def release(self, err: torch.Tensor) -> torch.Tensor:
+        """Σ_m R_c[j,m] B[j,m] err_m(t), (S, B, C, N)."""
+        return torch.einsum("sbm,scjm->sbcj", err, self.routed)
+
+    def local(self, rel: torch.Tensor, t: int) -> torch.Tensor:
+        """L_j(t) from the release: through the modulator field, or L^dir without one."""
         if self.mod is None:
             return rel[:, :, 0]
         if self.field is None:
