@@ -245,6 +245,22 @@ def cmd_profile(args) -> int:
     return 0 if rep["fits"] else 3
 
 
+def cmd_lava_run(args) -> int:
+    from .lava import LavaUnavailableError
+    try:
+        from .lava.run import lava_run
+        rows = lava_run(Path(args.run_dir), args.backend, args.learn, args.hw, args.trials, args.seed,
+                        progress=not args.no_progress)
+    except (LavaUnavailableError, RuntimeError) as e:
+        print(f"lava-diffmod: error: {e}", file=sys.stderr)
+        return 2
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    table = [{k: (f"{r[k]:.4f}" if isinstance(r.get(k), float) else str(r.get(k, ""))) for k in keys} for r in rows]
+    print(f"{args.run_dir}: {args.trials} {'training' if args.learn else 'evaluation'} trials")
+    print(format_table(table, keys))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lava-diffmod", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -290,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--config", required=True, help="TOML config, e.g. examples/cue_accumulation.toml")
     f.add_argument("--seed", type=int, help="network seed (default: the config's first train seed)")
     f.set_defaults(fn=cmd_profile)
+
+    r = sub.add_parser("lava-run", help="run a trained network on Lava (CPU simulator, or a Loihi 2 board) and "
+                                       "compare its metric with the float reference and the emulator")
+    r.add_argument("run_dir")
+    r.add_argument("--backend", default="fixed", help="fixed (fixed_pt models) | float (floating_pt models)")
+    r.add_argument("--learn", action="store_true", help="keep learning on Lava (training trials)")
+    r.add_argument("--hw", help="loihi2: Loihi2HwCfg (needs lava-loihi)")
+    r.add_argument("--trials", type=int, default=8)
+    r.add_argument("--seed", type=int, help="which of the run's seeds (default: the first)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(fn=cmd_lava_run)
     return p
 
 

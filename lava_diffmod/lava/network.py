@@ -12,6 +12,8 @@ Lava is imported here only, and only when a function runs.
 """
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -168,6 +170,91 @@ def run_config(backend: str, hw: str | None = None):
     return Loihi2SimCfg(select_tag="fixed_pt" if backend == "fixed" else "floating_pt")
 
 
+class Session:
+    """Runs a Lava graph and always tears it down: :meth:`close` stops it cleanly when it is idle,
+    and otherwise (an error in a model, an interrupt during a run) terminates its worker
+    processes and Lava's shared-memory manager, so nothing is left behind.
+
+    Lava 0.10 hangs when a process model raises: its runtime waits for the other workers, which
+    wait for the failed one forever. So each run goes on in a thread while the caller watches the
+    workers; a dead worker makes :meth:`run_steps` raise with the worker's traceback."""
+
+    GRACE_S = 2.0
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.clean = True
+
+    def _actors(self) -> list:
+        runtime = self.proc.runtime
+        return [] if runtime is None else list(runtime._messaging_infrastructure.actors)
+
+    @staticmethod
+    def _alive(actor) -> bool:
+        try:
+            return actor.is_alive()
+        except ValueError:     # already joined and closed by Lava
+            return False
+
+    def _terminate(self) -> None:
+        for actor in self._actors():
+            if self._alive(actor):
+                actor.terminate()
+
+    def _failure(self) -> str:
+        """The traceback of a worker that died, if Lava sent it back."""
+        for actor in self._actors():
+            try:
+                exc = actor.exception
+            except (ValueError, OSError):
+                continue
+            if exc:
+                return exc[1]
+        return "(no traceback came back)"
+
+    def run_steps(self, steps: int, cfg) -> None:
+        """``proc.run(RunSteps(steps))`` in a thread, watched: a dead worker raises here."""
+        from lava.magma.core.run_conditions import RunSteps
+        outcome = {}
+
+        def target():
+            try:
+                self.proc.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
+            except BaseException as e:   # handed to the caller
+                outcome["error"] = e
+        self.clean = False
+        thread = threading.Thread(target=target, name="lava-run", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+            actors = self._actors()
+            if thread.is_alive() and actors and not all(self._alive(a) for a in actors):
+                thread.join(self.GRACE_S)
+                if thread.is_alive():
+                    raise RuntimeError("a Lava process model failed; the run was stopped. Its traceback:\n"
+                                       + self._failure())
+        if "error" in outcome:
+            raise outcome["error"]
+        self.clean = all(self._alive(a) for a in self._actors())
+
+    def close(self) -> None:
+        runtime = self.proc.runtime
+        if runtime is None:
+            return
+        if self.clean:
+            self.proc.stop()
+            return
+        self._terminate()
+        for actor in self._actors():
+            try:
+                multiprocessing.Process.join(actor, timeout=10)    # Lava's join takes no timeout
+            except (ValueError, AssertionError):
+                pass
+        smm = runtime._messaging_infrastructure.smm
+        if smm is not None:
+            smm.shutdown()
+
+
 class Recording(NamedTuple):
     z: np.ndarray        # (steps, N) spikes
     v: np.ndarray        # (steps, N) voltages (fixed: integers)
@@ -180,7 +267,6 @@ def run(lnet: LavaNetwork, n_trials: int, backend: str, hw: str | None = None, r
     """Run ``n_trials`` trials, one ``RunSteps`` per trial, and record z, v, y at every step and the
     learning state at every trial end. The processes are stopped in every case (error,
     KeyboardInterrupt), so no worker process is left behind."""
-    from lava.magma.core.run_conditions import RunSteps
     from lava.proc.monitor.process import Monitor
     torch.set_num_threads(1)   # the models run in forked workers: no thread pool to inherit
     steps = lnet.spec.trial_steps
@@ -191,12 +277,11 @@ def run(lnet: LavaNetwork, n_trials: int, backend: str, hw: str | None = None, r
         monitors[name].probe(var, total)
     cfg = run_config(backend, hw)
     ends = []
-    started = False
+    session = Session(lnet.neurons)
     try:
         from tqdm.auto import tqdm
         for _ in tqdm(range(n_trials), desc="lava trials", disable=not progress):
-            lnet.neurons.run(condition=RunSteps(num_steps=steps), run_cfg=cfg)
-            started = True
+            session.run_steps(steps, cfg)
             if record_ends:
                 ends.append({"W_in": lnet.conn_in.weights.get().copy(), "W_rec": lnet.conn_rec.weights.get().copy(),
                              "W_out": lnet.readout.weights.get().copy(), "x1_in": lnet.conn_in.x1.get().copy(),
@@ -204,8 +289,7 @@ def run(lnet: LavaNetwork, n_trials: int, backend: str, hw: str | None = None, r
                              "tag_rec": lnet.conn_rec.tag.get().copy()})
         data = {name: m.get_data() for name, m in monitors.items()}
     finally:
-        if started or lnet.neurons.runtime is not None:
-            lnet.neurons.stop()
+        session.close()
     out = {}
     for name, proc, var in (("z", lnet.neurons, "z"), ("v", lnet.neurons, "v"), ("y", lnet.readout, "y")):
         out[name] = np.asarray(data[name][proc.name][var])
