@@ -185,3 +185,45 @@ def test_unsupported_switches_and_rules_are_clear_errors():
         LN.network_spec(grid_cfg(), 1, "loihi", 130, learn=True)
     with pytest.raises(ValueError, match="bptt"):
         LN.network_spec(grid_cfg("bptt"), 1, "float", 130, learn=True)
+
+
+@pytest.fixture(scope="module")
+def float_run(tmp_path_factory):
+    """A tiny float training run made with the CLI (e-prop with diffusion, 2 iterations)."""
+    from lava_diffmod import cli
+    from helpers import tiny
+    import tomli_w
+    tmp = tmp_path_factory.mktemp("lava_run")
+    data = tiny(iterations=2, eval_every=2, checkpoint_every=2)
+    data["rule"] = {"name": "diffusion"}
+    data["network"] = dict(data["network"], gain_in=3.0)
+    (tmp / "cfg.toml").write_text(tomli_w.dumps(data))
+    assert cli.main(["train", "--config", str(tmp / "cfg.toml"), "--out", str(tmp / "run"), "--seeds", "4",
+                     "--no-progress"]) == 0
+    return tmp / "run"
+
+
+@pytest.mark.parametrize("backend", ["fixed", "float"])
+def test_lava_run_reports_lava_next_to_float_and_emulator(float_run, backend, capsys):
+    from lava_diffmod import cli
+    assert cli.main(["lava-run", str(float_run), "--backend", backend, "--trials", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert "3 evaluation trials" in lines[0] and "accuracy" in lines[1]
+    acc = {line.rsplit(None, 1)[0].strip(): float(line.split()[-1]) for line in lines[3:]}
+    lava = acc.pop(f"lava {'fixed_pt' if backend == 'fixed' else 'floating_pt'} (Loihi2SimCfg)")
+    same_bits = acc["fixed emulator (loihi2)"] if backend == "fixed" else acc["float reference (torch)"]
+    assert lava == same_bits                      # the parity contract, seen in the task metric
+    assert len(acc) == (2 if backend == "fixed" else 1)
+
+
+def test_lava_run_learning_and_missing_hardware(float_run, capsys):
+    from lava_diffmod import cli
+    assert cli.main(["lava-run", str(float_run), "--learn", "--trials", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "2 training trials" in out and "weights changed" in out
+    changed = int(out.strip().splitlines()[-1].split()[-1])
+    assert changed > 0
+    assert cli.main(["lava-run", str(float_run), "--hw", "loihi2", "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "lava-loihi" in err and "\n" == err[-1] and err.count("\n") == 1

@@ -120,17 +120,15 @@ def test_rates_in_range_keep_their_literal(cue):
 
 
 @pytest.mark.lava
-def test_rules_parse_with_lavas_own_parser(rules):
-    import lava_diffmod  # noqa: F401  (activates the Python 3.11 import shim before lava)
+def test_rules_become_lava_rule_objects_lava_accepts(rules, cue):
     from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
+    from lava_diffmod.lava.rules import loihi3f_rules
 
     fp, by_seed = rules
+    objects = loihi3f_rules(fp, cue[1])
     for title in ("input", "recurrent", "readout"):
-        r = by_seed[0][title]
-        kwargs = dict(dw=r["dw"], x1_impulse=r["x1_impulse"], x1_tau=r["x1_tau"], t_epoch=r["t_epoch"])
-        if "dt" in r:
-            kwargs["dt"] = r["dt"]
-        lr = Loihi3FLearningRule(**kwargs)
+        r, lr = by_seed[0][title], objects[title]
+        assert isinstance(lr, Loihi3FLearningRule)
         # Lava read the products as written: dependency u, the factors, and m * 2^(s_exp - 7)
         pre = "x1" if title == "readout" else "t"
         (m, e), = set(_literals(r["dw"]))
