@@ -41,7 +41,7 @@ from . import arith
 from .quantize import FixedParams
 from .steps import (Events, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
                     field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
-                    readout_fixed_step, step_rand, third_factor_product)
+                    readout_fixed_step, StepRandom, third_factor_product)
 
 F64 = torch.float64
 
@@ -130,13 +130,10 @@ class Emulator:
         return arith.dense_weights(w, self.fp.profile["weight_bits"], sw.mixed_sign_lsb_loss)
 
     def _rand(self, t, stream, shape, bits):
-        """Random bits for stochastic rounding at step t (:func:`.steps.step_rand`); shared
-        numbers come from the batch's precomputed table."""
-        sw = self.fp.switches
-        if sw.stoch_round and sw.shared_rng:
-            h = self._table[t, :, arith.STREAMS[stream]] >> (32 - bits)
-            return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
-        return step_rand(self._keys[t], stream, shape, bits, self.fp, device=self.net.device)
+        """Random bits for stochastic rounding at step t (:class:`.steps.StepRandom`, shared
+        numbers from the batch's precomputed table)."""
+        row = self._table[t] if self._table is not None else None
+        return StepRandom(self._keys[t], self.fp, row)(stream, shape, bits, device=self.net.device)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,

@@ -6,6 +6,8 @@ S = B = 1. Units are those of :mod:`.quantize`; the integer kernels themselves a
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..rules.modulator import Modulator, diffuse as float_diffuse, modulator_step
@@ -178,19 +180,31 @@ def host_write_back(w: torch.Tensor, acc: torch.Tensor, reg: torch.Tensor | None
     return new
 
 
+@functools.lru_cache(maxsize=64)
 def rounding_key(seed: int, iteration: int) -> torch.Tensor:
     """The (1,) key of one network's stochastic rounding in batch (trial) ``iteration``; the key of
-    step t is ``arith.step_key(key, t)``."""
+    step t is ``arith.step_key(key, t)``. Cached: do not modify the returned tensor."""
     from .. import rng
     return rng.derive(torch.tensor([rng.name_key(seed, "fixed_rounding")], dtype=torch.int64), iteration)
 
 
-def step_rand(step_key: torch.Tensor, stream: str, shape: tuple[int, ...], bits: int, fp: FixedParams,
-              device=None) -> torch.Tensor:
-    """Random bits of one step for stochastic rounding: 0 without ``stoch_round`` (the on-chip
-    roundings then truncate), one number per step and network with ``shared_rng``, else one per
-    element (index over ``shape``)."""
-    sw = fp.switches
-    if not sw.stoch_round:
-        return torch.zeros(shape, dtype=torch.int64, device=device)
-    return arith.random_bits(step_key, stream, shape, bits, sw.shared_rng, device=device)
+class StepRandom:
+    """The random bits of one step for stochastic rounding, by stream: 0 without ``stoch_round``
+    (the on-chip roundings then truncate), one number per step and network with ``shared_rng``
+    (all streams hashed at once, or taken from a precomputed ``table`` row (S, streams)), else one
+    per element (index over the requested shape). ``step_key`` (S,)."""
+
+    def __init__(self, step_key: torch.Tensor, fp: FixedParams, table: torch.Tensor | None = None):
+        sw = fp.switches
+        self.key, self.on, self.shared = step_key, sw.stoch_round, sw.stoch_round and sw.shared_rng
+        if self.shared and table is None:
+            table = arith.shared_random_table(step_key[None])[0]
+        self.table = table
+
+    def __call__(self, stream: str, shape: tuple[int, ...], bits: int, device=None) -> torch.Tensor:
+        if not self.on:
+            return torch.zeros(shape, dtype=torch.int64, device=device)
+        if self.shared:
+            h = self.table[:, arith.STREAMS[stream]] >> (32 - bits)
+            return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
+        return arith.random_bits(self.key, stream, shape, bits, False, device=device)

@@ -12,7 +12,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_diffmod.fixed import arith
-from lava_diffmod.fixed.steps import host_write_back, on_chip_write_back, step_rand, third_factor_product
+from lava_diffmod.fixed.steps import StepRandom, host_write_back, on_chip_write_back, third_factor_product
 from lava_diffmod.float.readout import Objective
 from lava_diffmod.lava.spec import as_torch
 from lava_diffmod.rules.eprop import eligibility_init, eligibility_step, regulariser_coefficient
@@ -103,14 +103,11 @@ class PyLearningConnectionModelFixed(_Connection):
     def learn_step(self, trial, t, pre, y1, third):
         spec, fp = self.spec, self.spec.fp
         sw = fp.switches
-        self.key_t = spec.step_key(trial, t)
+        rand = StepRandom(spec.step_key(trial, t), fp)
         ifrac = fp.profile["trace_impulse_frac_bits"]
         n_pre = self.weights.shape[1]
         rows = slice(self.offset, self.offset + n_pre)
         whole = (1, 1, self.n_pre_all)
-
-        def rand(stream, shape, bits):
-            return step_rand(self.key_t, stream, shape, bits, fp)
 
         x1 = as_torch(self.x1)
         raw = arith.trace_update(x1, pre, fp.x_decay, fp.x_impulse, ifrac, rand("x1_decay", whole, 12)[..., rows],

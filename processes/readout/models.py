@@ -12,7 +12,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_diffmod.fixed import arith
 from lava_diffmod.fixed.steps import (direct_signal, error_int, feedback_release, field_release, host_write_back,
-                                      on_chip_write_back, readout_fixed_step, step_rand, third_factor_product)
+                                      on_chip_write_back, readout_fixed_step, StepRandom, third_factor_product)
 from lava_diffmod.float.readout import output_error, readout_step
 from lava_diffmod.float.rsnn import Params
 from lava_diffmod.lava.spec import as_torch
@@ -66,15 +66,15 @@ class PyReadoutModelFixed(_Readout):
 
     def step(self, trial, t, z, target):
         spec, fp = self.spec, self.spec.fp
-        key = spec.step_key(trial, t)
+        rand = StepRandom(spec.step_key(trial, t), fp)
         dense = arith.dense_weights(self.w(), fp.profile["weight_bits"], fp.switches.mixed_sign_lsb_loss)
         y_int = readout_fixed_step(as_torch(self.y), arith.dense_input(z, dense, fp.wexp["out"]), fp)
         self.y[:] = y_int[0, 0].numpy()
         n = z.shape[-1]
         ifrac = fp.profile["trace_impulse_frac_bits"]
         zt = arith.trace_step(as_torch(self.x1), z, fp.z_decay, fp.z_impulse, fp.profile["trace_bits"], ifrac,
-                              step_rand(key, "z_decay", (1, 1, n), 12, fp),
-                              step_rand(key, "z_impulse", (1, 1, n), ifrac, fp), fp.profile["impulse_frac_doubling"])
+                              rand("z_decay", (1, 1, n), 12), rand("z_impulse", (1, 1, n), ifrac),
+                              fp.profile["impulse_frac_doubling"])
         self.x1[:] = zt[0, 0].numpy()
         if not (spec.in_window(t) and spec.learns_at(t)):
             self.release_out.send(np.zeros(n, dtype=np.int64))
@@ -89,8 +89,8 @@ class PyReadoutModelFixed(_Readout):
             self.acc = self.acc + step_o.sum(1)
         else:
             w = self.w()
-            new = on_chip_write_back(w, step_o, fp.lr_lit["out"], step_rand(key, "w_out", tuple(w.shape),
-                                                                            fp.frac_bits, fp), fp, spec.net.m_out)
+            new = on_chip_write_back(w, step_o, fp.lr_lit["out"], rand("w_out", tuple(w.shape), fp.frac_bits), fp,
+                                     spec.net.m_out)
             self.weights[:] = new[0].T.numpy()
 
 
