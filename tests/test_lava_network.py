@@ -177,6 +177,20 @@ def test_processes_are_stopped_when_a_run_fails(failure, monkeypatch):
     assert _workers() - before == set()
 
 
+def test_every_process_has_one_model_per_tag():
+    """Lava finds our models by the exact process class (LOIHI.md §2.2): one per tag, each."""
+    from lava.magma.compiler.compiler_graphs import ProcGroupDiGraphs
+    cfg = grid_cfg()
+    task, batch = trials(cfg, 3)
+    spec = LN.network_spec(cfg, 3, "fixed", batch.x.shape[0], learn=True)
+    x, target = LN.task_arrays(batch.x, batch.target, task.kind, task.n_out)
+    lnet = LN.build(spec, x, target, "fixed")
+    for proc in lnet.processes():
+        models = ProcGroupDiGraphs._find_proc_models(proc)
+        tags = sorted(t for m in models for t in m.tags)
+        assert tags == ["fixed_pt", "floating_pt"], (type(proc).__name__, tags)
+
+
 def test_unsupported_switches_and_rules_are_clear_errors():
     with pytest.raises(ValueError, match="trace_bits"):
         LN.network_spec(grid_cfg(trace_bits=False, product_downshift=False, sign_split_L=False, shared_rng=False),

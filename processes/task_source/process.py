@@ -1,8 +1,8 @@
 """Input source: replays a task's spike trains and targets, one step per time step.
 
 ``x`` (steps, n_in) spikes and ``target`` (steps, n_out): y*(t) for regression, the label one-hot
-for classification; trials follow each other. Both models send the same float arrays (the
-fixed_pt receivers read spikes as integers).
+for classification; trials follow each other. The fixed_pt model sends integer spikes, the
+floating_pt model floats.
 """
 from __future__ import annotations
 
