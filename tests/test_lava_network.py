@@ -24,13 +24,13 @@ pytestmark = [pytest.mark.lava,
 TRIALS = 4    # of 130 steps: 520 steps per run
 
 
-def grid_cfg(rule="diffusion", **fixed):
+def grid_cfg(rule="diffusion", lr=100.0, **fixed):
     """A 6×6 grid, 18 LIF + 18 ALIF, diffusion, a sparse readout, on-chip write-back every step."""
     data = {k: dict(v) for k, v in TINY.items()}
     data["rule"] = {"name": rule, "c_reg": 0.05}
     data["network"] = dict(data["network"], gain_in=3.0, out_density=0.5, grid_h=6, grid_w=6)
     data["neuron"] = {"n_lif": 18, "n_alif": 18}
-    data["fixed"] = {"hw": "lava_sim_0_10", "lr": 100.0,
+    data["fixed"] = {"hw": "lava_sim_0_10", "lr": lr,
                      "switches": {"preset": "hardware", "cadence": "step", **fixed}}
     return C.from_mapping(data, {})
 
@@ -197,6 +197,8 @@ def test_unsupported_switches_and_rules_are_clear_errors():
                         1, "fixed", 130, learn=True)
     with pytest.raises(ValueError, match="backend"):
         LN.network_spec(grid_cfg(), 1, "loihi", 130, learn=True)
+    with pytest.raises(ValueError, match="outside the on-chip exponent range"):
+        LN.network_spec(grid_cfg(lr=20.0), 1, "fixed", 130, learn=True)
     with pytest.raises(ValueError, match="bptt"):
         LN.network_spec(grid_cfg("bptt"), 1, "float", 130, learn=True)
 

@@ -39,7 +39,7 @@ from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, e
 from ..rules.modulator import Modulator
 from . import arith
 from .quantize import FixedParams
-from .steps import (Events, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
+from .steps import (Events, check_on_chip_rates, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
                     field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
                     readout_fixed_step, StepRandom, third_factor_product)
 
@@ -88,14 +88,7 @@ class Emulator:
             raise ValueError("fixed.switches.diffusion_fixed: the integer field has one channel with q = 1")
         if mod is not None and sw.diffusion_hop_delay and (mod.kernel != "box" or mod.shuffle != "none"):
             raise ValueError("fixed.switches.diffusion_hop_delay: modelled for the box kernel without shuffling")
-        if sw.cadence in ("step", "epoch"):
-            lo, hi = self.fp.profile["s_exp_range"]
-            for name, lits in self.fp.lr_lit.items():
-                for m, e in lits:
-                    if m and not lo <= e <= hi:
-                        raise ValueError(
-                            f"fixed.lr: the learning-rate literal of W_{name} is {m}*2^{e}, outside the on-chip "
-                            f"exponent range [{lo}, {hi}]; use cadence = batch (host write-back) or change fixed.lr")
+        check_on_chip_rates(self.fp)
         self.key = torch.tensor([rng.name_key(s, "fixed_rounding") for s in self.seeds], dtype=torch.int64,
                                 device=self.net.device)
         fp = self.fp

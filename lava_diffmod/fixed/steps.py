@@ -132,6 +132,20 @@ def third_factor_product(a: torch.Tensor, third: torch.Tensor, ds: int, fp: Fixe
     return -((a * third) >> ds)
 
 
+def check_on_chip_rates(fp: FixedParams) -> None:
+    """On-chip write-back (cadence step/epoch) needs every learning-rate literal in the profile's
+    exponent range; a clear error otherwise."""
+    if fp.switches.cadence not in ("step", "epoch"):
+        return
+    lo, hi = fp.profile["s_exp_range"]
+    for name, lits in fp.lr_lit.items():
+        for m, e in lits:
+            if m and not lo <= e <= hi:
+                raise ValueError(
+                    f"fixed.lr: the learning-rate literal of W_{name} is {m}*2^{e}, outside the on-chip "
+                    f"exponent range [{lo}, {hi}]; use cadence = batch (host write-back) or change fixed.lr")
+
+
 def on_chip_write_back(w: torch.Tensor, prod: torch.Tensor, lits, rand: torch.Tensor, fp: FixedParams,
                        mask: torch.Tensor, ev: Events | None = None, name: str = "") -> torch.Tensor:
     """Cadence step/epoch: w ← sat(SR(w + Σ_b clip(m·2^e·prod))) ⊙ mask, for w (S, P, N) and the

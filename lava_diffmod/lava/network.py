@@ -23,6 +23,7 @@ from . import require_lava
 from .spec import NetworkSpec
 from ..config import Config
 from ..fixed.quantize import quantize
+from ..fixed.steps import check_on_chip_rates
 from ..fixed.switches import Switches
 from ..float.rsnn import Network
 from ..hw import load_profile
@@ -53,6 +54,7 @@ def check_supported(spec: NetworkSpec, backend: str) -> None:
         need = {"weight_bits": True, "trace_bits": True, "neuron_fixed": True, "drop_alif_eps_a": True}
         if mod is not None:
             need["diffusion_fixed"] = True
+        check_on_chip_rates(spec.fp)
         missing = [k for k, v in need.items() if getattr(sw, k) != v]
         if missing or sw.tag_leak_grid == "exact":
             raise ValueError("lava fixed_pt: needs fixed.switches " + ", ".join(missing + (
