@@ -35,13 +35,14 @@ from ..float.neurons import alif_init, alif_step
 from ..float.readout import Objective, output_error, rate_regulariser, readout_step, task_loss
 from ..float.rsnn import Network, Params
 from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, eps_a_step,
-                           regulariser_coefficient, window_target)
+                           window_target)
 from ..rules.modulator import Modulator
 from . import arith
 from .quantize import FixedParams
-from .steps import (Events, check_on_chip_rates, clip_signal, direct_signal, error_int, feedback_release, field_diffusion,
+from .steps import (Events, check_on_chip_rates, clip_signal, dense_of, direct_signal, error_int, feedback_release, field_diffusion,
                     field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
-                    readout_fixed_step, StepRandom, third_factor_product)
+                    readout_fixed_step, regulariser_gradient, StepRandom,
+                    third_factor_product)
 
 F64 = torch.float64
 
@@ -119,8 +120,7 @@ class Emulator:
         return Weights(*((w.to(F64) * per_net(s[k], 3)).round().long() for w, k in zip(params, ("in", "rec", "out"))))
 
     def _dense(self, w: torch.Tensor) -> torch.Tensor:
-        sw = self.fp.switches
-        return arith.dense_weights(w, self.fp.profile["weight_bits"], sw.mixed_sign_lsb_loss)
+        return dense_of(w, self.fp)
 
     def _rand(self, t, stream, shape, bits):
         """Random bits for stochastic rounding at step t (:class:`.steps.StepRandom`, shared
@@ -290,12 +290,10 @@ class Emulator:
 
         y_w = torch.stack(ys)
         if learn:
-            reg = regulariser_coefficient(z_count, t_steps, obj)
             if sw.trace_bits and not keep_alif:   # host side: Σ_t x1 ⊗ y1 >> ds, exact in float64
                 e_sum = torch.einsum("tsbp,tsbn->sbpn", torch.stack(x1_seen).to(F64),
                                      torch.stack(y1_seen).to(F64)).long() >> fp.ds_xy
-            e_sum_f = e_sum.to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y)) if sw.trace_bits else e_sum
-            g_reg = obj.batch_scale(b) * sw.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum_f)
+            g_reg = regulariser_gradient(z_count, e_sum, t_steps, obj, fp, b)
             weights = self._write_back_batch(weights, acc, acc_out, g_reg, t_steps, ev)
         if record:
             rec = {k: torch.stack(v) for k, v in rec.items() if v}

@@ -40,6 +40,11 @@ def tz_div(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return torch.div(x, per_net(2 ** shift, x.dim()), rounding_mode="trunc")
 
 
+def dense_of(w: torch.Tensor, fp: FixedParams) -> torch.Tensor:
+    """The integer weights as the Dense datapath holds them (sign-mode clip, MIXED LSB loss)."""
+    return arith.dense_weights(w, fp.profile["weight_bits"], fp.switches.mixed_sign_lsb_loss)
+
+
 def readout_fixed_step(y_int: torch.Tensor, a_out: torch.Tensor, fp: FixedParams, ev: Events | None = None):
     """y ← sat(tz(y (2^12 − dκ)/2^12) + a_out·2^act_shift): the integer leaky readout (units s_o)."""
     q = fp.neuron
@@ -130,6 +135,18 @@ def third_factor_product(a: torch.Tensor, third: torch.Tensor, ds: int, fp: Fixe
         pos, neg = arith.sign_split(third, fp.profile["trace_bits"])
         return ((a * neg) >> ds) - ((a * pos) >> ds)
     return -((a * third) >> ds)
+
+
+def regulariser_gradient(z_count: torch.Tensor, e_sum: torch.Tensor, t_steps: int, obj, fp: FixedParams,
+                         batch: int) -> torch.Tensor:
+    """The host's g_reg (S, P, N) = red_b t_epoch Σ_b (c_reg/T)(r_bj − f0) Σ_t e_bij(t), from the
+    post spike counts (S, B, N) and Σ_t e (S, B, P, N): float, or with ``trace_bits`` the integer
+    Σ_t x1 y1 >> ds in tag-product units (then converted to float)."""
+    from ..rules.eprop import regulariser_coefficient
+    if fp.switches.trace_bits:
+        e_sum = e_sum.to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y))
+    reg = regulariser_coefficient(z_count, t_steps, obj)
+    return obj.batch_scale(batch) * fp.switches.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum)
 
 
 def check_on_chip_rates(fp: FixedParams) -> None:

@@ -21,7 +21,7 @@ from . import network as LN
 METRIC = {"classification": "accuracy", "regression": "nmse"}
 
 
-def trained_params(run_dir: Path, cfg, exp) -> tuple[Params, Weights | None]:
+def trained_params(run_dir: Path, exp) -> tuple[Params, Weights | None]:
     """The run's float weights (S networks), and its integer weights if it trained in fixed point."""
     path = run_dir / "checkpoint.safetensors"
     if exp.emulator is not None:
@@ -51,7 +51,7 @@ def lava_run(run_dir: Path, backend: str = "fixed", learn: bool = False, hw: str
     if seed not in seeds:
         raise ConfigError(f"--seed {seed}: the run trained seeds {seeds}")
     i = seeds.index(seed)
-    params, ints = trained_params(run_dir, cfg, exp)
+    params, ints = trained_params(run_dir, exp)
     one = Params(*(p[i:i + 1] for p in params))
     task = exp.task
     batch = task.batch([seed], "train" if learn else "eval", 0, range(trials), "cpu", torch.float64)

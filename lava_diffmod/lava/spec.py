@@ -47,10 +47,10 @@ class NetworkSpec:
         return arith.step_key(rounding_key(self.seed, self.first_iteration + trial), t)
 
 
-def as_torch(a, shape=None) -> torch.Tensor:
-    """A numpy array (a port's message or a Var) as a torch tensor sharing memory, reshaped to (1, 1, ...)."""
+def as_torch(a) -> torch.Tensor:
+    """A numpy array (a port's message or a Var) as a (1, 1, ...) torch tensor sharing its memory."""
     t = torch.from_numpy(a)
-    return t.reshape(1, 1, *t.shape) if shape is None else t.reshape(shape)
+    return t.reshape(1, 1, *t.shape)
 
 
 def to_numpy(t: torch.Tensor):

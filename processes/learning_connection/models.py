@@ -12,10 +12,10 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_diffmod.fixed import arith
-from lava_diffmod.fixed.steps import StepRandom, host_write_back, on_chip_write_back, third_factor_product
-from lava_diffmod.float.readout import Objective
+from lava_diffmod.fixed.steps import (StepRandom, dense_of, host_write_back, on_chip_write_back, regulariser_gradient,
+                                      third_factor_product)
 from lava_diffmod.lava.spec import as_torch
-from lava_diffmod.rules.eprop import eligibility_init, eligibility_step, regulariser_coefficient
+from lava_diffmod.rules.eprop import eligibility_init, eligibility_step
 
 from lava_diffmod.processes.learning_connection.process import LearningConnection
 
@@ -59,12 +59,17 @@ class _Connection(PyLoihiProcessModel):
         self.queue = [torch.zeros((1, 1, self.weights.shape[1]), dtype=self.dtype)] * self.delay
         self.z_count = torch.zeros((1, 1, self.weights.shape[0]), dtype=F64)
 
-    def regulariser(self, e_sum: torch.Tensor) -> torch.Tensor:
-        """g_reg = t_epoch Σ_t (c_reg/T)(r_j − f0) e_ij(t) of this trial, (1, P, N)."""
+    def end_trial(self, trial: int):
+        """The host's write-back at the end of the trial (the rate regulariser, and the
+        accumulated products with cadence batch)."""
         spec = self.spec
-        obj: Objective = spec.obj
-        reg = regulariser_coefficient(self.z_count, spec.trial_steps, obj)
-        return obj.batch_scale(1) * spec.fp.switches.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum)
+        g_reg = regulariser_gradient(self.z_count, self.e_sum, spec.trial_steps, spec.obj, spec.fp, 1)
+        self.set_weights(host_write_back(self.w(), self.acc, g_reg, self.part, spec.fp,
+                                         spec.step_key(trial, spec.trial_steps), self.mask))
+
+    def set_weights(self, w: torch.Tensor) -> None:
+        """Store new (1, P, N) weights in the Var."""
+        self.weights[:] = w[0].T.numpy()
 
 
 @implements(proc=LearningConnection, protocol=LoihiProtocol)
@@ -87,18 +92,24 @@ class PyLearningConnectionModelFixed(_Connection):
         fp = self.spec.fp
         self.rule = arith.TagRule(fp.tag_inc[0], fp.tag_inc[1], fp.tag_leak[0], fp.tag_leak[1], fp.ds_xy,
                                   fp.frac_bits, fp.acc_bits, *arith.tag_limits(fp.profile["tag_bits"]))
+        self.dense = None
 
     def drive(self, pre: torch.Tensor):
         fp = self.spec.fp
-        dense = arith.dense_weights(self.w(), fp.profile["weight_bits"], fp.switches.mixed_sign_lsb_loss)
-        return arith.dense_input(pre, dense, fp.wexp[self.part])[0, 0].numpy()
+        if self.dense is None:     # the Dense view of the weights changes only at write-backs
+            self.dense = dense_of(self.w(), fp)
+        return arith.dense_input(pre, self.dense, fp.wexp[self.part])[0, 0].numpy()
+
+    def set_weights(self, w: torch.Tensor) -> None:
+        super().set_weights(w)
+        self.dense = None
 
     def start_trial(self, trial: int):
         super().start_trial(trial)
         self.x1[:] = 0
         self.tag[:] = 0
         self.acc = torch.zeros((1,) + tuple(self.w().shape[1:]), dtype=torch.int64)
-        self.xy_sum = torch.zeros((1, 1) + tuple(self.w().shape[1:]), dtype=torch.int64)
+        self.e_sum = torch.zeros((1, 1) + tuple(self.w().shape[1:]), dtype=torch.int64)   # Σ_t x1 y1
 
     def learn_step(self, trial, t, pre, y1, third):
         spec, fp = self.spec, self.spec.fp
@@ -120,7 +131,7 @@ class PyLearningConnectionModelFixed(_Connection):
         r_tag = rand("tag", (*whole, y1.shape[-1]), fp.frac_bits)[:, :, rows].int()
         tag, _ = arith.tag_step_outer(tag, x1.int(), y1.int(), r_tag, self.rule)
         self.tag[:] = tag[0, 0].T.numpy()
-        self.xy_sum += x1[..., :, None] * y1[..., None, :]
+        self.e_sum += x1[..., :, None] * y1[..., None, :]
         if not spec.in_window(t):
             return
         step_w = third_factor_product(tag, third.int()[:, :, None, :], fp.ds_ty, fp).long()
@@ -130,14 +141,11 @@ class PyLearningConnectionModelFixed(_Connection):
             w = self.w()
             new = on_chip_write_back(w, step_w, fp.lr_lit[self.part],
                                      rand(f"w_{self.part}", tuple(w.shape), fp.frac_bits), fp, self.mask)
-            self.weights[:] = new[0].T.numpy()
+            self.set_weights(new)
 
     def end_trial(self, trial):
-        fp = self.spec.fp
-        e_sum = (self.xy_sum >> fp.ds_xy).to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y))
-        key = self.spec.step_key(trial, self.spec.trial_steps)
-        new = host_write_back(self.w(), self.acc, self.regulariser(e_sum), self.part, fp, key, self.mask)
-        self.weights[:] = new[0].T.numpy()
+        self.e_sum >>= self.spec.fp.ds_xy
+        super().end_trial(trial)
 
 
 @implements(proc=LearningConnection, protocol=LoihiProtocol)
@@ -183,8 +191,3 @@ class PyLearningConnectionModelFloat(_Connection):
         self.e_sum = self.e_sum + e
         if spec.in_window(t):
             self.acc = self.acc + (-learning[:, :, None, :] * self.tr.ebar).sum(1)
-
-    def end_trial(self, trial):
-        fp = self.spec.fp
-        new = host_write_back(self.w(), self.acc, self.regulariser(self.e_sum), self.part, fp, None, self.mask)
-        self.weights[:] = new[0].T.numpy()

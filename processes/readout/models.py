@@ -11,7 +11,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
 from lava_diffmod.fixed import arith
-from lava_diffmod.fixed.steps import (direct_signal, error_int, feedback_release, field_release, host_write_back,
+from lava_diffmod.fixed.steps import (dense_of, direct_signal, error_int, feedback_release, field_release, host_write_back,
                                       on_chip_write_back, readout_fixed_step, StepRandom, third_factor_product)
 from lava_diffmod.float.readout import output_error, readout_step
 from lava_diffmod.float.rsnn import Params
@@ -47,9 +47,12 @@ class _Readout(PyLoihiProcessModel):
         z, target = as_torch(self.s_in.recv()), as_torch(self.target_in.recv())
         self.step(trial, t, z, target)
         if spec.learn and t == spec.trial_steps - 1:
-            new = host_write_back(self.w(), self.acc, None, "out", spec.fp, spec.step_key(trial, spec.trial_steps),
-                                  spec.net.m_out)
-            self.weights[:] = new[0].T.numpy()
+            self.set_weights(host_write_back(self.w(), self.acc, None, "out", spec.fp,
+                                             spec.step_key(trial, spec.trial_steps), spec.net.m_out))
+
+    def set_weights(self, w: torch.Tensor) -> None:
+        """Store new (1, N, n_out) weights in the Var."""
+        self.weights[:] = w[0].T.numpy()
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
@@ -64,11 +67,21 @@ class PyReadoutModelFixed(_Readout):
     x1: np.ndarray = LavaPyType(np.ndarray, np.int64, precision=7)
     acc_dtype = torch.int64
 
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.feedback = dense_of(self.spec.fp.feedback, self.spec.fp)
+        self.dense = None
+
+    def set_weights(self, w: torch.Tensor) -> None:
+        super().set_weights(w)
+        self.dense = None     # the Dense view of W_out changes only at write-backs
+
     def step(self, trial, t, z, target):
         spec, fp = self.spec, self.spec.fp
         rand = StepRandom(spec.step_key(trial, t), fp)
-        dense = arith.dense_weights(self.w(), fp.profile["weight_bits"], fp.switches.mixed_sign_lsb_loss)
-        y_int = readout_fixed_step(as_torch(self.y), arith.dense_input(z, dense, fp.wexp["out"]), fp)
+        if self.dense is None:
+            self.dense = dense_of(self.w(), fp)
+        y_int = readout_fixed_step(as_torch(self.y), arith.dense_input(z, self.dense, fp.wexp["out"]), fp)
         self.y[:] = y_int[0, 0].numpy()
         n = z.shape[-1]
         ifrac = fp.profile["trace_impulse_frac_bits"]
@@ -80,8 +93,7 @@ class PyReadoutModelFixed(_Readout):
             self.release_out.send(np.zeros(n, dtype=np.int64))
             return
         err_int = error_int(self.error(y_int.to(F64) / fp.s_o, target), fp)
-        fb = arith.dense_weights(fp.feedback, fp.profile["weight_bits"], fp.switches.mixed_sign_lsb_loss)
-        rel = feedback_release(err_int, fb)
+        rel = feedback_release(err_int, self.feedback)
         release = field_release(rel, fp) if spec.modulator is not None else direct_signal(rel, fp)
         self.release_out.send(release[0, 0].numpy())
         step_o = third_factor_product(zt[..., None], err_int[:, :, None, :], fp.ds_zz, fp)
@@ -89,9 +101,8 @@ class PyReadoutModelFixed(_Readout):
             self.acc = self.acc + step_o.sum(1)
         else:
             w = self.w()
-            new = on_chip_write_back(w, step_o, fp.lr_lit["out"], rand("w_out", tuple(w.shape), fp.frac_bits), fp,
-                                     spec.net.m_out)
-            self.weights[:] = new[0].T.numpy()
+            self.set_weights(on_chip_write_back(w, step_o, fp.lr_lit["out"], rand("w_out", tuple(w.shape), fp.frac_bits),
+                                                fp, spec.net.m_out))
 
 
 @implements(proc=Readout, protocol=LoihiProtocol)
