@@ -1,4 +1,4 @@
-"""`lava-diffmod` command line: train, evaluate, demo, profile."""
+"""`lava-diffmod` command line: train, evaluate, demo, profile, lava-run, parity, reproduce."""
 from __future__ import annotations
 
 import argparse
@@ -261,6 +261,33 @@ def cmd_lava_run(args) -> int:
     return 0
 
 
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return "—" if value != value else f"{value:.4f}"
+    return str(value)
+
+
+def cmd_parity(args) -> int:
+    from .parity import parity
+    cfg = config_mod.load(config_mod.config_path(args.config), overrides(args))
+    profiles = args.hw.split(",") if args.hw else None
+    out = parity(cfg, args.steps, args.trials, args.train_trials, args.eval_trials, profiles,
+                 lava=not args.no_lava, seed=args.seed, progress=not args.no_progress)
+    keys = [k for k in ["execution", "spikes", "v_err", "trace_err", "cos W_in", "cos W_rec", "cos W_out",
+                        "loss", "note"] if any(k in r for r in out["rows"])]
+    print(f"{out['task']}, rule {out['rule']}, seed {out['seed']}: {out['steps']} of {out['trial_steps']} steps "
+          f"x {out['trials']} trials compared; updates from trial 0; loss after {out['train_trials']} "
+          f"training trials (SGD, lr {out['fixed_lr']}) on {out['eval_trials']} evaluation trials")
+    print(format_table([{k: _cell(r.get(k, "")) for k in keys} for r in out["rows"]], keys))
+    path = Path(args.out) if args.out else Path(cfg.train.out_dir) / \
+        f"parity-{cfg.task.name}-{cfg.rule.name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    from .training.checkpoint import atomic_write_text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(out, indent=2))
+    print(f"written: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lava-diffmod", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -317,6 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, help="which of the run's seeds (default: the first)")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(fn=cmd_lava_run)
+
+    q = sub.add_parser("parity", help="float vs fixed (per hardware profile) vs Lava on one network and one "
+                                     "input batch: spikes, states, traces, update/BPTT cosines, loss")
+    q.add_argument("--config", required=True, help="a task name (cue_accumulation, dms, pattern_generation) "
+                                                   "or a TOML config")
+    q.add_argument("--steps", type=int, help="compared steps per trial (default: the whole trial)")
+    q.add_argument("--trials", type=int, default=2, help="compared trials (learning off)")
+    q.add_argument("--train-trials", dest="train_trials", type=int, default=8,
+                   help="trials of the short training run (SGD after each)")
+    q.add_argument("--eval-trials", dest="eval_trials", type=int, default=32)
+    q.add_argument("--rule", help="eprop | diffusion")
+    q.add_argument("--k", type=float, help="diffusion retention k in [0, 1]")
+    q.add_argument("--hw", help="comma-separated profiles (default: every shipped profile)")
+    q.add_argument("--seed", type=int, help="network seed (default: the config's first train seed)")
+    q.add_argument("--no-lava", dest="no_lava", action="store_true", help="skip the Lava rows")
+    q.add_argument("--out", help="JSON file (default runs/parity-<task>-<rule>-<time>.json)")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(fn=cmd_parity)
     return p
 
 

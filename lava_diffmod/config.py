@@ -307,6 +307,19 @@ def from_dict(cls, data: dict, path: str = ""):
     return cls(**kwargs)
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def config_path(name_or_path: str | Path) -> Path:
+    """A config file's path, or for a task name the paper's config ``examples/<task>.toml``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in TASKS and (EXAMPLES / f"{name_or_path}.toml").is_file():
+        return EXAMPLES / f"{name_or_path}.toml"
+    raise ConfigError(f"--config {name_or_path}: no such file, and not a task name ({', '.join(TASKS)})")
+
+
 def load(path: str | Path, overrides: dict | None = None) -> Config:
     """Read a TOML config, apply ``{"section.key": value}`` overrides, validate."""
     path = Path(path)

@@ -66,10 +66,11 @@ def check_supported(spec: NetworkSpec, backend: str) -> None:
 
 
 def network_spec(cfg: Config, seed: int, backend: str, trial_steps: int, learn: bool,
-                 first_iteration: int = 0, params=None) -> NetworkSpec:
+                 first_iteration: int = 0, params=None, check: bool = True) -> NetworkSpec:
     """The spec of network ``seed`` of ``cfg``: fixed_pt with the config's profile and switches,
     floating_pt with the ideal profile and every switch off. ``params``: trained float weights
-    (S = 1) to quantise instead of the initial ones."""
+    (S = 1) to quantise instead of the initial ones. ``check``: fail now if the Lava models do
+    not support the spec (off for emulator-only use)."""
     from ..training.trainer import objective_for
     from ..rules import Rule
     from ..tasks import make_task
@@ -90,7 +91,8 @@ def network_spec(cfg: Config, seed: int, backend: str, trial_steps: int, learn: 
         profile, switches = load_profile("ideal"), Switches.off()
     fp = quantize(net, profile, switches, cfg.fixed, obj, 1, cfg.diffusion if mod is not None else None, [seed])
     spec = NetworkSpec(net, fp, obj, mod, seed, trial_steps, learn, first_iteration)
-    check_supported(spec, backend)
+    if check:
+        check_supported(spec, backend)
     return spec
 
 
