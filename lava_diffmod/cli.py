@@ -288,6 +288,43 @@ def cmd_parity(args) -> int:
     return 0
 
 
+def parse_sets(items: list[str]) -> dict:
+    """``--set section.key=value`` (value in TOML syntax, else a string) → overrides."""
+    import tomllib
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"--set {item!r}: use section.key=value, e.g. train.batch_size=32")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def cmd_reproduce(args) -> int:
+    from . import reproduce
+    out = Path(args.out)
+    if args.report_only:
+        res = reproduce.report(out)
+    else:
+        tasks = args.tasks.split(",") if args.tasks else list(reproduce.TASKS)
+        groups = args.groups.split(",") if args.groups else list(reproduce.GROUPS)
+        res = reproduce.run(out, tasks, groups, parse_seeds(args.seeds), args.iterations, args.device,
+                            args.align_every, parse_sets(args.set), progress=not args.no_progress)
+    keys = ["task", "condition", "backend", "seeds", "iteration", "accuracy", "ce", "nmse"]
+    rows = [{k: (fmt_metric(r, k) if k in ("accuracy", "ce", "nmse") else r[k]) for k in keys}
+            for r in res["table"]]
+    print(format_table(rows, keys))
+    print(f"report: {res['report']}")
+    return 0
+
+
+def fmt_metric(row: dict, key: str) -> str:
+    return f"{row[key]:.4f} ± {row[key + '_ci95']:.4f}" if key in row else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lava-diffmod", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -362,6 +399,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", help="JSON file (default runs/parity-<task>-<rule>-<time>.json)")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(fn=cmd_parity)
+
+    g = sub.add_parser("reproduce", help="the paper's comparison: tasks x rules x seeds, k-sweep, shuffled "
+                                        "control, fixed point, alignment; table, figures, report (resumable)")
+    g.add_argument("figure", choices=["fig2"])
+    g.add_argument("--tasks", help="comma-separated (default: cue_accumulation,dms,pattern_generation)")
+    g.add_argument("--groups", help="comma-separated among main,ksweep,shuffle,fixed (default: all)")
+    g.add_argument("--seeds", default="1-20")
+    g.add_argument("--iterations", type=int, default=2000)
+    g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    g.add_argument("--align-every", dest="align_every", type=int, default=50,
+                   help="iterations between update-vs-BPTT alignment measurements (0 = off)")
+    g.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="extra config override for every run, e.g. train.batch_size=32")
+    g.add_argument("--out", default="results/fig2")
+    g.add_argument("--report-only", dest="report_only", action="store_true",
+                   help="only rebuild the table, figures and report from finished runs")
+    g.add_argument("--no-progress", action="store_true")
+    g.set_defaults(fn=cmd_reproduce)
     return p
 
 

@@ -161,6 +161,7 @@ class TrainConfig:
     progress: bool = _f(True)
     backend: str = _f("float", **_choices("float", "fixed"))
     cuda_graphs: bool = _f(True)  # replay CUDA graphs of each iteration on a GPU (same results)
+    align_every: int = _f(0, **_range(0))  # log the update's cosine with BPTT's gradient every n iterations (0 = never)
 
 
 @dataclass(frozen=True)

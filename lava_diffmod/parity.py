@@ -25,7 +25,6 @@ Columns:
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from .lava.spec import NetworkSpec
 from .rules import bptt, gradient_fn, Rule
 from .rules.eprop import window_target
 from .tasks import make_task
+from .training.trainer import alignment
 
 F64 = torch.float64
 LAYERS = ("W_in", "W_rec", "W_out")
@@ -109,13 +109,9 @@ def one_trial(batch, kind: str, i: int):
 
 
 def cosines(update: Params, grad: Params) -> dict[str, float]:
-    """cos(−ΔW, g_BPTT) per weight matrix."""
-    out = {}
-    for name, d, g in zip(LAYERS, update, grad):
-        a, b = -d.flatten(), g.flatten()
-        den = float(a.norm() * b.norm())
-        out[f"cos {name}"] = float(a @ b) / den if den > 0 else math.nan
-    return out
+    """cos(−ΔW, g_BPTT) per weight matrix (one network)."""
+    cos = alignment(Params(*(-d for d in update)), grad)
+    return {f"cos {name}": float(cos[f"cos_{name.lower()}"][0]) for name in LAYERS}
 
 
 def compare(trace: Trace, ref: Trace, thr: float) -> dict[str, float]:

@@ -26,7 +26,7 @@ from .. import config as config_mod
 from ..config import Config
 from ..float.readout import Objective, accuracy_and_prediction, nmse, task_loss
 from ..float.rsnn import Network, Params
-from ..rules import Rule
+from ..rules import Rule, bptt
 from ..rules.eprop import window_target
 from ..tasks import make_task
 from . import checkpoint, optim
@@ -134,6 +134,29 @@ def fixed_iteration(exp: Experiment, weights, iteration: int, events: dict):
     if exp.task.kind == "classification":
         stats["accuracy"] = accuracy_and_prediction(res.y_window, batch.target)[0]
     return res.weights, stats
+
+
+def bptt_gradients(exp: Experiment, net: Network, iteration: int) -> Params:
+    """The BPTT gradient of iteration ``iteration``'s trials (summed over its micro-batches)."""
+    total = None
+    for micro in range(exp.cfg.train.micro_batches):
+        batch = train_batch(exp, iteration, micro)
+        g = bptt(net, batch.x, batch.target, exp.rule.objective).grads
+        total = g if total is None else Params(*(a + b for a, b in zip(total, g)))
+    return total
+
+
+def alignment(update: Params, grad: Params) -> dict[str, torch.Tensor]:
+    """Per seed, cos(update, g_BPTT) for each weight matrix and the recurrent angle in degrees
+    (MODEL.md §5.4 diagnostic); NaN where either is zero."""
+    out = {}
+    for name, u, g in zip(("w_in", "w_rec", "w_out"), update, grad):
+        u, g = u.flatten(1).double(), g.flatten(1).double()
+        den = u.norm(dim=1) * g.norm(dim=1)
+        cos = torch.where(den > 0, (u * g).sum(1) / den.clamp(min=1e-300), torch.nan)
+        out[f"cos_{name}"] = cos
+    out["angle_w_rec"] = torch.rad2deg(torch.arccos(out["cos_w_rec"].clamp(-1, 1)))
+    return out
 
 
 def eval_batches(exp: Experiment):
@@ -248,6 +271,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
         checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "")
     tc = cfg.train
     evals = eval_iterations(tc.iterations, tc.eval_every)
+    aligns = eval_iterations(tc.iterations, tc.align_every) if tc.align_every and cfg.rule.name != "bptt" else set()
     eval_set = list(eval_batches(exp))
     t_start = time.time()
     metric_name = "accuracy" if exp.task.kind == "classification" else "nmse"
@@ -256,18 +280,25 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
     with open(run_dir / "metrics.jsonl", "a") as log:
         for n in bar:
+            before = params
             if emu is None:
                 grads, stats = iteration_gradients(exp, net.with_params(params), n)
                 params, state = opt.update(grads, state, params)
                 params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+                update = grads
             else:
                 params, stats = fixed_iteration(exp, params, n, events)
                 state = optim.OptState(n, None, None)
+                update = Params(*(a - b for a, b in zip(emu.float_weights(before), emu.float_weights(params))))
+                before = emu.float_weights(before)
             if not _finite(stats, params):
                 raise TrainingDiverged(
                     f"iteration {n}: NaN or inf in the loss or weights; stopped. The last good "
                     f"checkpoint is {ckpt_path} (lower train.lr or check the inputs)")
             rows = _rows(n, "train", exp.seeds, stats)
+            if n in aligns:   # the rule's update against BPTT's gradient of the same trials
+                g = bptt_gradients(exp, net.with_params(Params(*(w.to(net.dtype) for w in before))), n)
+                rows += _rows(n, "align", exp.seeds, alignment(update, g))
             if n in evals:
                 last_eval = evaluate(exp, net.with_params(params), eval_set)
                 rows += _rows(n, "eval", exp.seeds, last_eval)
