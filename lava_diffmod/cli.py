@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -273,6 +274,9 @@ def cmd_parity(args) -> int:
     profiles = args.hw.split(",") if args.hw else None
     out = parity(cfg, args.steps, args.trials, args.train_trials, args.eval_trials, profiles,
                  lava=not args.no_lava, seed=args.seed, progress=not args.no_progress)
+    import platform
+    out.update(command="lava-diffmod " + " ".join(sys.argv[1:]), date=time.strftime("%Y-%m-%d"),
+               machine=f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}")
     keys = [k for k in ["execution", "spikes", "v_err", "trace_err", "cos W_in", "cos W_rec", "cos W_out",
                         "loss", "note"] if any(k in r for r in out["rows"])]
     print(f"{out['task']}, rule {out['rule']}, seed {out['seed']}: {out['steps']} of {out['trial_steps']} steps "
@@ -388,9 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "or a TOML config")
     q.add_argument("--steps", type=int, help="compared steps per trial (default: the whole trial)")
     q.add_argument("--trials", type=int, default=2, help="compared trials (learning off)")
-    q.add_argument("--train-trials", dest="train_trials", type=int, default=8,
-                   help="trials of the short training run (SGD after each)")
-    q.add_argument("--eval-trials", dest="eval_trials", type=int, default=32)
+    q.add_argument("--train-trials", dest="train_trials", type=int,
+                   help="trials of the short training run, SGD after each (default 8)")
+    q.add_argument("--eval-trials", dest="eval_trials", type=int, help="default 32")
     q.add_argument("--rule", help="eprop | diffusion")
     q.add_argument("--k", type=float, help="diffusion retention k in [0, 1]")
     q.add_argument("--hw", help="comma-separated profiles (default: every shipped profile)")

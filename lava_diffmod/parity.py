@@ -47,7 +47,8 @@ LAYERS = ("W_in", "W_rec", "W_out")
 COLUMNS = {"spikes": "share of spike entries equal to the float reference's (first `steps` steps, learning off)",
            "v_err": "RMS(v - v_ref) / threshold over the same steps",
            "trace_err": "RMS(eps_v - eps_v_ref) / RMS(eps_v_ref), presynaptic traces at the last compared step",
-           "cos W_*": "cosine of -dW after one learning trial from the initial weights with the BPTT gradient",
+           "cos W_*": "cosine of -dW after one learning trial from the initial weights with the BPTT gradient "
+                      "(NaN where either is zero, e.g. no spike reached the learning window)",
            "loss": "task loss on the evaluation trials after `train_trials` trials of SGD (lr fixed.lr)"}
 
 
@@ -70,19 +71,26 @@ class Setup:
     eval_trials: int
 
 
-def check_setup(cfg: Config, steps: int | None, trials: int, train_trials: int, eval_trials: int) -> int:
-    """Validate the options before any work; returns the number of compared steps."""
+def check_setup(cfg: Config, steps: int | None, trials: int, train_trials: int | None,
+                eval_trials: int | None) -> tuple[int, int, int]:
+    """Validate the options before any work; returns (steps, train_trials, eval_trials) with the
+    defaults filled in (8 and 32, at most the task's frozen trials)."""
     if cfg.rule.name not in ("eprop", "diffusion"):
         raise ConfigError(f"rule.name = {cfg.rule.name!r}: parity compares the on-chip rules eprop and "
                           f"diffusion (BPTT is the column they are compared with)")
-    t_steps = make_task(cfg.task, cfg.neuron.dt).steps
+    task = make_task(cfg.task, cfg.neuron.dt)
+    t_steps = task.steps
     steps = t_steps if steps is None else steps
     if not 1 <= steps <= t_steps:
         raise ConfigError(f"--steps {steps}: must be in 1..{t_steps} (the trial length of {cfg.task.name})")
+    most = task.n_frozen if task.frozen else None
+    train_trials = min(8, most or 8) if train_trials is None else train_trials
+    eval_trials = min(32, most or 32) if eval_trials is None else eval_trials
     for name, value in (("--trials", trials), ("--train-trials", train_trials), ("--eval-trials", eval_trials)):
-        if value < 1:
-            raise ConfigError(f"{name} {value}: must be >= 1")
-    return steps
+        if value < 1 or (most is not None and value > most):
+            raise ConfigError(f"{name} {value}: must be in 1..{most} ({cfg.task.name} has {most} frozen trials)"
+                              if most is not None else f"{name} {value}: must be >= 1")
+    return steps, train_trials, eval_trials
 
 
 def profile_config(cfg: Config, profile: str) -> Config:
@@ -232,13 +240,14 @@ def lava_rows(setup: Setup, batches: dict, ref: Trace, grad: Params, flt: "Float
     return rows
 
 
-def parity(cfg: Config, steps: int | None = None, trials: int = 2, train_trials: int = 8, eval_trials: int = 32,
+def parity(cfg: Config, steps: int | None = None, trials: int = 2, train_trials: int | None = None,
+           eval_trials: int | None = None,
            profiles: list[str] | None = None, lava: bool = True, seed: int | None = None,
            progress: bool = True) -> dict:
     """The parity table of network ``seed`` (default: the config's first seed); see the module."""
     from .lava import lava_available
     from .lava import network as LN
-    steps = check_setup(cfg, steps, trials, train_trials, eval_trials)
+    steps, train_trials, eval_trials = check_setup(cfg, steps, trials, train_trials, eval_trials)
     profiles = shipped_profiles() if profiles is None else profiles
     for p in profiles:
         if p not in shipped_profiles():

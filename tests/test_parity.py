@@ -55,12 +55,14 @@ def test_lava_rows_equal_the_emulator_and_the_float_reference(table):
     (["--steps", "0"], "--steps 0: must be in 1..130"),
     (["--trials", "0"], "--trials 0: must be >= 1"),
     (["--hw", "loihi9"], "--hw 'loihi9': unknown profile"),
+    (["--config", "pattern_generation", "--eval-trials", "9"], "--eval-trials 9: must be in 1..8"),
     (["--rule", "bptt"], "rule.name = 'bptt'"),
 ])
 def test_bad_options_are_named(tmp_path, capsys, args, message):
     path = tmp_path / "tiny.toml"
     path.write_text(C.dumps(C.from_mapping(TINY, {})))
-    assert cli.main(["parity", "--config", str(path), "--no-lava", *args]) == 2
+    argv = args if "--config" in args else ["--config", str(path), *args]
+    assert cli.main(["parity", *argv, "--no-lava"]) == 2
     assert message in capsys.readouterr().err
 
 
