@@ -314,7 +314,7 @@ def cmd_reproduce(args) -> int:
         res = reproduce.report(out)
     else:
         tasks = args.tasks.split(",") if args.tasks else list(reproduce.TASKS)
-        groups = args.groups.split(",") if args.groups else list(reproduce.GROUPS)
+        groups = args.groups.split(",") if args.groups else list(reproduce.DEFAULT_GROUPS)
         res = reproduce.run(out, tasks, groups, parse_seeds(args.seeds), args.iterations, args.device,
                             args.align_every, parse_sets(args.set), progress=not args.no_progress)
     keys = ["task", "condition", "backend", "seeds", "iteration", "accuracy", "ce", "nmse"]
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a task with a rule (seeds batched)")
     t.add_argument("--config", help="TOML config, e.g. examples/cue_accumulation.toml")
-    t.add_argument("--rule", help="bptt | eprop | diffusion")
+    t.add_argument("--rule", help="bptt | eprop | diffusion | modprop | dopamine")
     t.add_argument("--mode", help="e-prop mode: factorised | online")
     t.add_argument("--k", type=float, help="diffusion retention k in [0, 1]")
     t.add_argument("--seeds", help="e.g. 0-19 or 1,2,5")
@@ -408,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "control, fixed point, alignment; table, figures, report (resumable)")
     g.add_argument("figure", choices=["fig2"])
     g.add_argument("--tasks", help="comma-separated (default: cue_accumulation,dms,pattern_generation)")
-    g.add_argument("--groups", help="comma-separated among main,ksweep,shuffle,fixed (default: all)")
+    g.add_argument("--groups", help="comma-separated among main,ksweep,shuffle,fixed,extra "
+                                   "(default: main,ksweep,shuffle,fixed; extra = ModProp and dopamine rows)")
     g.add_argument("--seeds", default="1-20")
     g.add_argument("--iterations", type=int, default=2000)
     g.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")

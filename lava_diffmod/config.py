@@ -20,7 +20,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10
     import tomli as tomllib
 
-RULES = ("bptt", "eprop", "diffusion")
+RULES = ("bptt", "eprop", "diffusion", "modprop", "dopamine")
+ONCHIP_RULES = ("eprop", "diffusion")          # the rules the fixed backend and Lava learn with
 TASKS = ("cue_accumulation", "dms", "pattern_generation",
          "cue_accumulation_bellec", "pattern_generation_bellec")
 
@@ -110,6 +111,19 @@ class RuleConfig:
 
 
 @dataclass(frozen=True)
+class ModPropConfig:
+    """ModProp (RULES.md A.10): e-prop plus non-local credit through type-averaged recurrent
+    weights with the constant derivative μ (units of ψ); ``truncation = "mdgl"`` keeps one hop."""
+    mu: Any = _f("auto")              # a number >= 0, or "auto": mu_scale · ⟨ψ⟩ of the initial network
+    mu_scale: float = _f(0.5, **_range(0, lo_open=True))
+    truncation: str = _f("none", **_choices("none", "mdgl"))
+    form: str = _f("backward", **_choices("backward", "online"))
+    keep_diagonal: bool = _f(False)   # the surrogate keeps its diagonal (form 3 is then exact)
+    remedy: str = _f("clip_mu", **_choices("clip_mu", "raise"))   # when ρ(A) ≥ 1 − margin
+    margin: float = _f(0.01, **_range(0, 1, lo_open=True, hi_open=True))
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """Reductions of the loss and of the e-prop task gradient (other codes' conventions)."""
     time_reduction: str = _f("mean", **_choices("mean", "sum"))
@@ -174,15 +188,21 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     fixed: FixedConfig = field(default_factory=FixedConfig)
+    modprop: ModPropConfig = field(default_factory=ModPropConfig)
+    dopamine: dict = _f({})           # rules/dopamine.py DopamineConfig fields (RULES.md B)
 
     @property
     def n_rec(self) -> int:
         return self.neuron.n_lif + self.neuron.n_alif
 
     def c_reg(self) -> float:
-        """c_reg of the selected rule."""
+        """c_reg of the selected rule (modprop and dopamine fall back to the eprop entry)."""
         c = self.rule.c_reg
-        return float(c[self.rule.name]) if isinstance(c, dict) else float(c)
+        return float(c[self.c_reg_key()]) if isinstance(c, dict) else float(c)
+
+    def c_reg_key(self) -> str:
+        c, name = self.rule.c_reg, self.rule.name
+        return "eprop" if isinstance(c, dict) and name not in c and name in ("modprop", "dopamine") else name
 
     def n_channels(self, n_out: int) -> int:
         return {"single": 1, "per_output": n_out, "cell_type": 2}[self.diffusion.channels]
@@ -201,7 +221,7 @@ class Config:
                 if key not in RULES:
                     raise ConfigError(f"rule.c_reg.{key}: unknown rule; allowed: {', '.join(RULES)}")
                 _check_number(f"rule.c_reg.{key}", value, float, (0, math.inf, False, False))
-            if self.rule.name not in c:
+            if self.c_reg_key() not in c:
                 raise ConfigError(f"rule.c_reg has no entry for rule '{self.rule.name}'; "
                                   f"give one or a single number")
         else:
@@ -231,9 +251,25 @@ class Config:
             raise ConfigError(f"train.device = {self.train.device!r}: must be 'cpu', 'cuda' or 'cuda:N'")
         from .tasks import make_task  # validates task.params against the task's own fields
         make_task(self.task, self.neuron.dt)
+        mu = self.modprop.mu
+        if mu != "auto":
+            _check_number("modprop.mu", mu, float, (0, math.inf, False, False))
+        self.dopamine_setup()
         if self.train.backend == "fixed":
             self.fixed_setup()
         return self
+
+    def dopamine_setup(self):
+        """The validated DopamineConfig of the ``[dopamine]`` table."""
+        from .rules.dopamine import DopamineConfig
+        fields = {f.name for f in dataclasses.fields(DopamineConfig)}
+        for key in self.dopamine:
+            if key not in fields:
+                raise ConfigError(f"dopamine.{key}: unknown key; allowed: {', '.join(sorted(fields))}")
+        try:
+            return DopamineConfig(**self.dopamine)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(str(e)) from None
 
     def fixed_setup(self):
         """(profile, switches) of the fixed backend, validated."""
@@ -244,9 +280,9 @@ class Config:
         if profile.ideal and switches != Switches.off():
             raise ConfigError(f"fixed.switches: the ideal profile means no quantisation; use "
                               f"switches = \"off\" (on now: {', '.join(switches.names())})")
-        if self.rule.name == "bptt":
-            raise ConfigError("rule.name = 'bptt' with train.backend = 'fixed': the fixed backend "
-                              "trains e-prop and diffusion only")
+        if self.rule.name not in (*ONCHIP_RULES, "dopamine"):
+            raise ConfigError(f"rule.name = {self.rule.name!r} with train.backend = 'fixed': the fixed "
+                              f"backend trains eprop, diffusion and dopamine")
         return profile, switches
 
     def to_dict(self) -> dict:

@@ -70,7 +70,7 @@ def test_examples_follow_model_md():
     assert dms.neuron.tau_a == 1400
     assert (dms.network.gain_in, dms.network.gain_rec, dms.network.gain_out) == (0.5, 0.1, 0.5)
     assert {r: C.from_mapping(dms.to_dict(), {"rule.name": r}).c_reg() for r in C.RULES} == \
-        {"bptt": 0.1, "eprop": 0.1, "diffusion": 0.01}
+        {"bptt": 0.1, "eprop": 0.1, "diffusion": 0.01, "modprop": 0.1, "dopamine": 0.1}   # eprop's entry
     assert (pat.neuron.tau_m, pat.neuron.n_ref, pat.neuron.n_lif, pat.neuron.n_alif) == (30, 2, 400, 0)
     assert (pat.network.grid_h, pat.network.grid_w, pat.train.batch_size, pat.train.lr) == (20, 20, 8, 0.01)
 

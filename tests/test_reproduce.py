@@ -18,9 +18,11 @@ TINY_SETS = {"task.params": TINY["task"]["params"], "neuron.n_lif": 8, "neuron.n
 
 
 def test_the_protocol_lists_every_condition():
-    conds = R.conditions(list(R.TASKS), list(R.GROUPS))
+    conds = R.conditions(list(R.TASKS), list(R.DEFAULT_GROUPS))
     # 3 tasks x 3 rules, k-sweep 2 x 3, shuffled 2, fixed 3 x 2
     assert len(conds) == 9 + 6 + 2 + 6
+    extra = R.conditions(["dms"], ["extra"])
+    assert [(c.name, c.rule) for c in extra] == [("modprop", "modprop"), ("dopamine", "dopamine")]
     assert {c.name for c in conds if c.task == "pattern_generation"} == {"bptt", "eprop", "diffusion",
                                                                         "fixed_eprop", "fixed_diffusion"}
     shuffled = next(c for c in conds if c.name == "shuffled")
@@ -34,14 +36,14 @@ def test_the_protocol_lists_every_condition():
 @pytest.fixture(scope="module")
 def protocol(tmp_path_factory):
     out = tmp_path_factory.mktemp("fig2")
-    res = R.run(out, ["cue_accumulation"], ["main"], [1, 2], iterations=2, align_every=1, extra=TINY_SETS,
+    res = R.run(out, ["cue_accumulation"], ["main", "extra"], [1, 2], iterations=2, align_every=1, extra=TINY_SETS,
                 progress=False)
     return out, res
 
 
 def test_runs_table_figures_and_report(protocol):
     out, res = protocol
-    assert [r["condition"] for r in res["table"]] == ["bptt", "eprop", "diffusion"]
+    assert [r["condition"] for r in res["table"]] == ["bptt", "eprop", "diffusion", "modprop", "dopamine"]
     assert all(r["seeds"] == 2 and r["iteration"] == 2 and 0 <= r["accuracy"] <= 1 for r in res["table"])
     assert json.loads((out / "table.json").read_text()) == res["table"]
     assert (out / "table.csv").read_text().startswith("task,condition,group,rule,backend")
@@ -54,7 +56,7 @@ def test_runs_table_figures_and_report(protocol):
 
 def test_alignment_is_logged_for_the_e_prop_rules_only(protocol):
     out, _ = protocol
-    for rule in ("eprop", "diffusion"):
+    for rule in ("eprop", "diffusion", "modprop", "dopamine"):
         rows = [r for r in trainer.read_metrics(out / "cue_accumulation" / rule) if r["split"] == "align"]
         assert sorted({r["iteration"] for r in rows}) == [1, 2] and len(rows) == 4
         assert all(-1 <= r["cos_w_rec"] <= 1 and 0 <= r["angle_w_rec"] <= 180 for r in rows)

@@ -21,7 +21,7 @@ import torch
 
 from . import require_lava
 from .spec import NetworkSpec
-from ..config import Config
+from ..config import ONCHIP_RULES, Config
 from ..fixed.quantize import quantize
 from ..fixed.steps import check_on_chip_rates
 from ..fixed.switches import Switches
@@ -81,9 +81,9 @@ def network_spec(cfg: Config, seed: int, backend: str, trial_steps: int, learn: 
     if params is not None:
         net = net.with_params(params)
     obj = objective_for(cfg, task)
+    if cfg.rule.name not in ONCHIP_RULES:
+        raise ValueError(f"rule.name = {cfg.rule.name!r}: the Lava network learns with e-prop (eprop or diffusion)")
     rule = Rule(cfg.rule.name, obj, cfg.rule.mode, cfg.diffusion)
-    if rule.name == "bptt":
-        raise ValueError("rule.name = 'bptt': the Lava network learns with e-prop (eprop or diffusion)")
     mod = rule.modulator(net)
     if backend == "fixed":
         profile, switches = cfg.fixed_setup()

@@ -5,7 +5,8 @@ Conditions, each one training run with all seeds batched (one program on one GPU
 * ``main``: the three tasks × {BPTT, e-prop, diffusion k = 0.75}, float;
 * ``ksweep``: diffusion with k ∈ {0.25, 0.5, 0.9} (0.75 is in ``main``), cue accumulation and DMS;
 * ``shuffle``: the shuffled-diffusion control (Π⁻¹ K Π, MODEL.md §7.12), cue accumulation and DMS;
-* ``fixed``: e-prop and diffusion in fixed point (Loihi 2 profile, every hardware switch on), all tasks.
+* ``fixed``: e-prop and diffusion in fixed point (Loihi 2 profile, every hardware switch on), all tasks;
+* ``extra`` (not run by default): ModProp and the dopamine optimizer (RULES.md), all tasks.
 
 Every e-prop-family run logs the cosine and angle of its update with the BPTT gradient of the
 same trials every ``align_every`` iterations. A run that has its summary is skipped, a run with a
@@ -29,11 +30,15 @@ from ..training import checkpoint
 from ..training.trainer import mean_ci, read_metrics, same_run, train
 
 TASKS = ("cue_accumulation", "dms", "pattern_generation")
-GROUPS = ("main", "ksweep", "shuffle", "fixed")
+GROUPS = ("main", "ksweep", "shuffle", "fixed", "extra")
+DEFAULT_GROUPS = GROUPS[:4]          # the paper's protocol; "extra" adds ModProp and dopamine rows
 SWEEP_TASKS = ("cue_accumulation", "dms")
 K_SWEEP = (0.25, 0.5, 0.9)
 METRICS = {"cue_accumulation": ("accuracy", "ce"), "dms": ("accuracy", "ce"), "pattern_generation": ("nmse",)}
 HEADLINE = {"cue_accumulation": "accuracy", "dms": "accuracy", "pattern_generation": "nmse"}
+
+# dopamine on the spiking networks: σ relative to each matrix's rms weight (RULES.md B.8)
+DOPAMINE_SPIKING = {"dopamine.sigma": 0.1, "dopamine.sigma_relative": True}
 
 # MODEL.md §6: the authors' committed logs, final evaluation at iteration 2000, mean and 95% CI.
 AUTHORS = {
@@ -83,6 +88,9 @@ def conditions(tasks: list[str], groups: list[str]) -> list[Condition]:
             out += [Condition(task, f"fixed_{rule}", "fixed", rule, "fixed",
                               {"diffusion.k": 0.75, "fixed.hw": "loihi2", "fixed.switches": "hardware"})
                     for rule in ("eprop", "diffusion")]
+        if "extra" in groups:
+            out += [Condition(task, "modprop", "extra", "modprop"),
+                    Condition(task, "dopamine", "extra", "dopamine", overrides=DOPAMINE_SPIKING)]
     return out
 
 

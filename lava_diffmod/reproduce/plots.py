@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> str:
 def learning_curves(runs, tasks, path: Path) -> str:
     fig, axes = _panels(tasks)
     for cond, _, rows in runs:
-        if cond.group in ("main", "fixed"):
+        if cond.group in ("main", "fixed", "extra"):
             key = HEADLINE[cond.task]
             _band(axes[cond.task], *curve(rows, "eval", key), cond.name)
     for task, ax in axes.items():
@@ -65,7 +65,7 @@ def final_bars(table, tasks, path: Path) -> str:
 def angle_curves(runs, tasks, path: Path) -> str:
     fig, axes = _panels(tasks)
     for cond, _, rows in runs:
-        if cond.group in ("main", "fixed") and any(r["split"] == "align" for r in rows):
+        if cond.group in ("main", "fixed", "extra") and any(r["split"] == "align" for r in rows):
             _band(axes[cond.task], *curve(rows, "align", "angle_w_rec"), cond.name)
     for task, ax in axes.items():
         ax.set_title(task)

@@ -1,12 +1,14 @@
-"""Learning rules as transforms of signals: BPTT (autograd), e-prop (online / factorised) and
-e-prop with a diffusing learning signal (the neuromodulator of :mod:`.modulator`)."""
+"""Learning rules as transforms of signals: BPTT (autograd), e-prop (online / factorised),
+e-prop with a diffusing learning signal (the neuromodulator of :mod:`.modulator`) and ModProp
+(:mod:`.modprop`). The dopamine optimizer (:mod:`.dopamine`) needs no gradient and is driven by
+the trainer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
-from ..config import DiffusionConfig
+from ..config import DiffusionConfig, ModPropConfig
 from ..float.readout import Objective
 from ..float.rsnn import Network
 from .bptt import bptt
@@ -18,15 +20,19 @@ __all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "eprop_onlin
 
 @dataclass(frozen=True)
 class Rule:
-    """A learning rule: ``bptt``, ``eprop`` or ``diffusion`` (e-prop + modulator)."""
+    """A gradient rule: ``bptt``, ``eprop``, ``diffusion`` (e-prop + modulator) or ``modprop``."""
     name: str
     objective: Objective
     mode: str = "factorised"                 # e-prop mode: "factorised" | "online"
     diffusion: DiffusionConfig | None = None  # used by "diffusion"
+    modprop: ModPropConfig | None = None      # used by "modprop"
+    mu: torch.Tensor | None = None            # modprop's μ per seed (S,), resolved by the trainer
 
     def __post_init__(self):
-        if self.name not in ("bptt", "eprop", "diffusion"):
-            raise ValueError(f"rule.name = {self.name!r}: must be one of bptt, eprop, diffusion")
+        if self.name not in ("bptt", "eprop", "diffusion", "modprop"):
+            raise ValueError(f"rule.name = {self.name!r}: must be one of bptt, eprop, diffusion, modprop")
+        if self.name == "modprop" and self.mu is None:
+            raise ValueError("rule modprop: needs mu (per seed)")
         if self.mode not in ("factorised", "online"):
             raise ValueError(f"rule.mode = {self.mode!r}: must be factorised or online")
 
@@ -41,6 +47,15 @@ def gradient_fn(rule: Rule, net: Network):
     (the modulator's constants) done now, so ``fn`` only runs device work (CUDA-graph safe)."""
     if rule.name == "bptt":
         return lambda net, x, target, keys: bptt(net, x, target, rule.objective)
+    if rule.name == "modprop":
+        from .modprop import modprop
+        mp = rule.modprop or ModPropConfig()
+
+        def fn(net, x, target, keys):
+            with torch.no_grad():
+                return modprop(net, x, target, rule.objective, keys, mu=rule.mu, truncation=mp.truncation,
+                               form=mp.form, keep_diagonal=mp.keep_diagonal, remedy=mp.remedy, margin=mp.margin)
+        return fn
     mod = rule.modulator(net)
     eprop = eprop_online if rule.mode == "online" else eprop_factorised
 

@@ -1,5 +1,6 @@
 """Task generators (vectorised, seeded): pattern generation, delayed match-to-sample, cue
-accumulation, and Bellec et al. 2020's original cue accumulation and pattern generation.
+accumulation, delayed XOR (spiking; the analog variant in :mod:`.delayed_xor` feeds the rate RNN),
+and Bellec et al. 2020's original cue accumulation and pattern generation.
 
 Every task object has ``steps`` (T), ``window`` (T_LS), ``n_in``, ``n_out``, ``kind``
 ("classification" | "regression"), ``frozen`` (the same trials every iteration) and
@@ -13,17 +14,19 @@ from ..config import ConfigError, TaskConfig, check_field
 from . import cue_accumulation, pattern_generation
 from .base import Batch
 from .cue_accumulation import CueAccumulation
+from .delayed_xor import DelayedXOR, SpikingDelayedXOR
 from .dms import DelayedMatchToSample
 from .pattern_generation import PatternGeneration
 
 __all__ = ["Batch", "make_task", "CueAccumulation", "DelayedMatchToSample",
-           "PatternGeneration"]
+           "PatternGeneration", "DelayedXOR", "SpikingDelayedXOR"]
 
 # name → (task class, preset overrides)
 REGISTRY = {
     "cue_accumulation": (CueAccumulation, {}),
     "cue_accumulation_bellec": (CueAccumulation, cue_accumulation.BELLEC),
     "dms": (DelayedMatchToSample, {}),
+    "delayed_xor_spiking": (SpikingDelayedXOR, {}),
     "pattern_generation": (PatternGeneration, {}),
     "pattern_generation_bellec": (PatternGeneration, pattern_generation.BELLEC),
 }

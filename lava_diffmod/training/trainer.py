@@ -66,6 +66,25 @@ def objective_for(cfg: Config, task) -> Objective:
                      grad_time_reduction=cfg.loss.grad_time_reduction)
 
 
+def modprop_mu(cfg: Config, task, net: Network) -> torch.Tensor:
+    """ModProp's μ per seed (S,): the configured number, or ``mu_scale`` · ⟨ψ⟩ of the initial
+    networks on iteration 1's first micro-batch (the same on a resumed run)."""
+    mu = cfg.modprop.mu
+    if mu != "auto":
+        return torch.full((net.n_seeds,), float(mu), dtype=net.dtype, device=net.device)
+    from ..rules.modprop import default_mu
+    size = cfg.train.batch_size // cfg.train.micro_batches
+    batch = task.batch(list(cfg.train.seeds), "train", 1, range(size), net.device, net.dtype)
+    return default_mu(net, batch.x, cfg.modprop.mu_scale)
+
+
+def gradient_rule(cfg: Config, task, net: Network) -> Rule:
+    """The config's gradient rule (dopamine: its e-prop objective only; it needs no gradient)."""
+    name = "eprop" if cfg.rule.name == "dopamine" else cfg.rule.name
+    mu = modprop_mu(cfg, task, net) if name == "modprop" else None
+    return Rule(name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion, cfg.modprop, mu)
+
+
 def setup(cfg: Config) -> Experiment:
     """Build the task, the S networks and the rule of a validated config."""
     task = make_task(cfg.task, cfg.neuron.dt)
@@ -79,7 +98,7 @@ def setup(cfg: Config) -> Experiment:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise config_mod.ConfigError(f"train.device = {cfg.train.device!r}: CUDA is not available here")
     net = Network.from_config(cfg, list(cfg.train.seeds), task.n_in, task.n_out, device, dtype)
-    rule = Rule(cfg.rule.name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion)
+    rule = gradient_rule(cfg, task, net)
     emulator = None
     if fixed:
         from ..fixed.emulator import Emulator
@@ -91,8 +110,14 @@ def setup(cfg: Config) -> Experiment:
             emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds))
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
-    return Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
-                      Engine(rule, net, graphs=cfg.train.cuda_graphs), emulator)
+    exp = Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
+                     Engine(rule, net, graphs=cfg.train.cuda_graphs), emulator)
+    if cfg.rule.name == "dopamine":
+        try:
+            dopamine_optimizer(exp)
+        except ValueError as e:
+            raise config_mod.ConfigError(str(e)) from None
+    return exp
 
 
 def train_batch(exp: Experiment, iteration: int, micro: int):
@@ -157,6 +182,59 @@ def alignment(update: Params, grad: Params) -> dict[str, torch.Tensor]:
         out[f"cos_{name}"] = cos
     out["angle_w_rec"] = torch.rad2deg(torch.arccos(out["cos_w_rec"].clamp(-1, 1)))
     return out
+
+
+def dopamine_optimizer(exp: Experiment):
+    """The dopamine optimizer of the config (RULES.md B) for the float weights, or for the
+    emulator's integer weights (saturated to the profile's range)."""
+    from ..rules.dopamine import dopamine, network_masks
+    emu = exp.emulator
+    limits = None if emu is None else (-emu.fp.weight_limit - 1, emu.fp.weight_limit)
+    return dopamine(exp.cfg.dopamine_setup(), exp.seeds, network_masks(exp.net), limits)
+
+
+def dopamine_init(exp: Experiment, params):
+    return dopamine_optimizer(exp).init(params)
+
+
+def dopamine_resume(fresh, done: int, meta: dict):
+    """The dopamine state after ``done`` iterations: η and s from the checkpoint's meta."""
+    d = meta["dopamine"]
+    return fresh._replace(step=done, eta=torch.tensor(d["eta"], dtype=fresh.eta.dtype, device=fresh.eta.device),
+                          s=torch.tensor(d["s"], dtype=fresh.s.dtype, device=fresh.s.device))
+
+
+def dopamine_iteration(exp: Experiment, params, state, iteration: int):
+    """One dopamine update on the whole batch: a clean and a perturbed pass (float network or
+    fixed-point emulator), the RPE and the adaptive rate; stats per seed."""
+    from ..rules.dopamine import emulator_loss, network_loss
+    batch = exp.task.batch(exp.seeds, "train", iteration, range(exp.cfg.train.batch_size),
+                           exp.net.device, exp.net.dtype)
+    if exp.emulator is None:
+        loss = network_loss(exp.net, batch.x, batch.target, exp.rule.objective)
+    else:
+        loss = emulator_loss(exp.emulator, batch.x, batch.target, batch.keys, iteration)
+    new, state, info = dopamine_optimizer(exp).step(loss, params, state)
+    return new, state, {"loss": info.loss, "rpe": info.delta, "eta": info.eta, "rpe_trace": info.s}
+
+
+def iteration(exp: Experiment, params, state, n: int, events: dict):
+    """One training iteration → (params, state, stats, update, float weights before); ``update``
+    points along the rule's gradient estimate (for the alignment with BPTT)."""
+    net, emu = exp.net, exp.emulator
+    before = params if emu is None else emu.float_weights(params)
+    if exp.cfg.rule.name == "dopamine":
+        params, state, stats = dopamine_iteration(exp, params, state, n)
+    elif emu is None:
+        grads, stats = iteration_gradients(exp, net.with_params(params), n)
+        params, state = exp.optimizer.update(grads, state, params)
+        params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+        return params, state, stats, grads, before
+    else:
+        params, stats = fixed_iteration(exp, params, n, events)
+        state = optim.OptState(n, None, None)
+    after = params if emu is None else emu.float_weights(params)
+    return params, state, stats, Params(*(a - b for a, b in zip(before, after))), before
 
 
 def eval_batches(exp: Experiment):
@@ -253,14 +331,17 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     exp = setup(cfg)
     net, opt, emu = exp.net, exp.optimizer, exp.emulator
     params = net.params if emu is None else emu.initial_weights()   # fixed: the hardware weights
-    state, start = opt.init(params) if emu is None else optim.OptState(0, None, None), 1
+    dopa = cfg.rule.name == "dopamine"
+    state = dopamine_init(exp, params) if dopa else opt.init(params) if emu is None else optim.OptState(0, None, None)
+    start = 1
     events: dict = {}
     ckpt_path = run_dir / CHECKPOINT
     if resume:
         saved = config_mod.load(run_dir / "config.toml")
         if not same_run(saved, cfg):
             raise config_mod.ConfigError(f"--resume: the config differs from the one in {run_dir}/config.toml")
-        params, state, done, meta = checkpoint.load(ckpt_path, params)
+        params, opt_state, done, meta = checkpoint.load(ckpt_path, params)
+        state = dopamine_resume(state, done, meta) if dopa else opt_state
         events = {k: torch.tensor(v, device=net.device) for k, v in meta.get("events", {}).items()}
         start = done + 1
         rows = [r for r in read_metrics(run_dir) if r["iteration"] <= done]
@@ -280,17 +361,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
     with open(run_dir / "metrics.jsonl", "a") as log:
         for n in bar:
-            before = params
-            if emu is None:
-                grads, stats = iteration_gradients(exp, net.with_params(params), n)
-                params, state = opt.update(grads, state, params)
-                params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
-                update = grads
-            else:
-                params, stats = fixed_iteration(exp, params, n, events)
-                state = optim.OptState(n, None, None)
-                update = Params(*(a - b for a, b in zip(emu.float_weights(before), emu.float_weights(params))))
-                before = emu.float_weights(before)
+            params, state, stats, update, before = iteration(exp, params, state, n, events)
             if not _finite(stats, params):
                 raise TrainingDiverged(
                     f"iteration {n}: NaN or inf in the loss or weights; stopped. The last good "
@@ -305,8 +376,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
             log.write("".join(json.dumps(r) + "\n" for r in rows))
             log.flush()
             meta = {"seeds": exp.seeds, "events": {k: v.tolist() for k, v in events.items()}}
+            if dopa:   # η and s as exact floats; σ follows from the initial weights
+                meta["dopamine"] = {"eta": state.eta.tolist(), "s": state.s.tolist()}
+            saved_state = optim.OptState(n, None, None) if dopa else state
             if n % tc.checkpoint_every == 0 or n == tc.iterations:
-                checkpoint.save(ckpt_path, params, state, n, meta)
+                checkpoint.save(ckpt_path, params, saved_state, n, meta)
             postfix = {"loss": f"{float(stats['loss'].mean()):.4f}"}
             if last_eval:
                 postfix[metric_name] = f"{float(last_eval[metric_name].mean()):.3f}"
@@ -315,7 +389,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                 on_iteration(n)
             if tc.stop_error > 0 and exp.task.kind == "classification" and last_eval and \
                     bool((1 - last_eval["accuracy"] < tc.stop_error).all()):
-                checkpoint.save(ckpt_path, params, state, n, meta)
+                checkpoint.save(ckpt_path, params, saved_state, n, meta)
                 break
     summary = summarise(exp, run_dir, read_metrics(run_dir), time.time() - t_start)
     if emu is not None:
