@@ -24,6 +24,16 @@ def _band(ax, iters, mean, ci, label):
     ax.fill_between(iters, lo, hi, alpha=0.25, color=line.get_color())
 
 
+def _label(ax, task: str, xlabel: str, ylabel: str, log: bool = False, legend: bool = True) -> None:
+    ax.set_title(task)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    if legend:
+        ax.legend(fontsize=7)
+
+
 def _save(fig, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -38,12 +48,7 @@ def learning_curves(runs, tasks, path: Path) -> str:
             key = HEADLINE[cond.task]
             _band(axes[cond.task], *curve(rows, "eval", key), cond.name)
     for task, ax in axes.items():
-        ax.set_title(task)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel(HEADLINE[task])
-        if HEADLINE[task] == "nmse":
-            ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        _label(ax, task, "iteration", HEADLINE[task], HEADLINE[task] == "nmse")
     return _save(fig, path)
 
 
@@ -55,10 +60,7 @@ def final_bars(table, tasks, path: Path) -> str:
         ax.bar(range(len(rows)), [r[key] for r in rows], yerr=[r[f"{key}_ci95"] for r in rows], capsize=3,
                color=["C0" if r["backend"] == "float" else "C3" for r in rows])
         ax.set_xticks(range(len(rows)), [r["condition"] for r in rows], rotation=45, ha="right", fontsize=7)
-        ax.set_title(task)
-        ax.set_ylabel(f"final {key}")
-        if key == "nmse":
-            ax.set_yscale("log")
+        _label(ax, task, "", f"final {key}", key == "nmse", legend=False)
     return _save(fig, path)
 
 
@@ -68,11 +70,8 @@ def angle_curves(runs, tasks, path: Path) -> str:
         if cond.group in ("main", "fixed", "extra") and any(r["split"] == "align" for r in rows):
             _band(axes[cond.task], *curve(rows, "align", "angle_w_rec"), cond.name)
     for task, ax in axes.items():
-        ax.set_title(task)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("angle(ΔW_rec, BPTT gradient) (deg)")
         ax.axhline(90, color="0.6", lw=0.6, ls=":")
-        ax.legend(fontsize=7)
+        _label(ax, task, "iteration", "angle(ΔW_rec, BPTT gradient) (deg)")
     return _save(fig, path)
 
 
@@ -95,10 +94,7 @@ def k_sweep(table, tasks, path: Path) -> str:
                 line = ax.axhline(r[key], ls="--", lw=1, color="C2" if r["condition"] == "eprop" else "C3",
                                   label=r["condition"])
                 ax.axhspan(r[key] - r[f"{key}_ci95"], r[key] + r[f"{key}_ci95"], alpha=0.15, color=line.get_color())
-        ax.set_title(task)
-        ax.set_xlabel("retention k")
-        ax.set_ylabel(f"final {key}")
-        ax.legend(fontsize=7)
+        _label(ax, task, "retention k", f"final {key}")
     return _save(fig, path)
 
 
