@@ -254,6 +254,9 @@ class Config:
         mu = self.modprop.mu
         if mu != "auto":
             _check_number("modprop.mu", mu, float, (0, math.inf, False, False))
+        if self.modprop.form == "online" and self.modprop.truncation == "mdgl":
+            raise ConfigError("modprop.form = 'online' with modprop.truncation = 'mdgl': the online form "
+                              "(form 3) keeps every hop; use form = 'backward' for MDGL")
         self.dopamine_setup()
         if self.train.backend == "fixed":
             self.fixed_setup()

@@ -80,6 +80,7 @@ def test_dopamine_fixed_point_keeps_integer_weights_in_range(tmp_path):
     ({"dopamine.sigma": -1.0}, "dopamine.sigma = -1.0: must be > 0"),
     ({"modprop.mu": -0.5}, "modprop.mu = -0.5"),
     ({"modprop.truncation": "two"}, "modprop.truncation"),
+    ({"modprop.truncation": "mdgl", "modprop.form": "online"}, "use form = 'backward' for MDGL"),
     ({"rule.name": "modprop", "train.backend": "fixed"}, "the fixed backend trains eprop, diffusion and dopamine"),
     ({"rule.name": "dopamine", "train.backend": "fixed", "dopamine.sigma": 0.5, "dopamine.noise": "rademacher"},
      "whole number of LSB"),

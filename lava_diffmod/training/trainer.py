@@ -111,7 +111,8 @@ def setup(cfg: Config) -> Experiment:
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
     exp = Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
-                     Engine(rule, net, graphs=cfg.train.cuda_graphs), emulator)
+                     # ModProp's ρ(A) guard reads eigenvalues on the host: not graph-safe
+                     Engine(rule, net, graphs=cfg.train.cuda_graphs and rule.name != "modprop"), emulator)
     if cfg.rule.name == "dopamine":
         try:
             dopamine_optimizer(exp)
