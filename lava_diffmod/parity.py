@@ -38,7 +38,7 @@ from .float.rsnn import Params, forward
 from .hw import shipped_profiles
 from .lava.spec import NetworkSpec
 from .rules import bptt, gradient_fn, Rule
-from .rules.eprop import window_target
+from .rules.eprop import eps_v_step, window_target
 from .tasks import make_task
 from .training.trainer import alignment
 
@@ -107,11 +107,12 @@ def presynaptic_traces(x: torch.Tensor, z: torch.Tensor, spec: NetworkSpec) -> t
     z_prev = torch.cat([torch.zeros_like(z[:1]), z[:-1]])
     eps = torch.zeros_like(torch.cat([x[0], z[0]], dim=-1))
     for pre in torch.cat([x, z_prev], dim=-1):
-        eps = p.alpha * eps + p.input_scale * pre
+        eps = eps_v_step(eps, pre, p)
     return eps
 
 
 def one_trial(batch, kind: str, i: int):
+    """Trial i of a batch as a batch of one: (x, target, keys)."""
     target = batch.target[:, i:i + 1] if kind == "classification" else batch.target
     return batch.x[:, :, i:i + 1], target, batch.keys[:, i:i + 1]
 
@@ -170,8 +171,8 @@ class FixedExecution:
         protocol: the rounding draws depend on it), learning off."""
         w0, parts = self.em.initial_weights(), []
         for i in range(batch.x.shape[2]):
-            x = one_trial(batch, kind, i)[0]
-            rec = self.em.run(w0, *one_trial(batch, kind, i), i, learn=False, record=True).record
+            x, target, keys = one_trial(batch, kind, i)
+            rec = self.em.run(w0, x, target, keys, i, learn=False, record=True).record
             z = rec["z"][:steps, 0]
             eps = rec["x1"][steps - 1, 0].to(F64) / self.spec.fp.s_x if "x1" in rec else \
                 presynaptic_traces(x[:steps, 0], z, self.spec)

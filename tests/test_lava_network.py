@@ -12,6 +12,7 @@ import lava_diffmod  # noqa: F401  (the Python 3.11 import fix)
 from lava_diffmod import config as C
 from lava_diffmod.fixed.emulator import Emulator, Weights
 from lava_diffmod.float.rsnn import forward
+from lava_diffmod import parity
 from lava_diffmod.lava import network as LN
 from lava_diffmod.rules import eprop_factorised
 from lava_diffmod.tasks import make_task
@@ -42,8 +43,7 @@ def trials(cfg, seed):
 
 
 def one_trial(task, batch, i):
-    target = batch.target[:, i:i + 1] if task.kind == "classification" else batch.target
-    return batch.x[:, :, i:i + 1], target, batch.keys[:, i:i + 1]
+    return parity.one_trial(batch, task.kind, i)
 
 
 def run_lava(cfg, seed, backend):

@@ -141,12 +141,10 @@ def run(out: Path, tasks: list[str], groups: list[str], seeds: list[int], iterat
 def finished_runs(out: Path) -> list[tuple[Condition, dict, list[dict]]]:
     """(condition, summary, metric rows) of every finished run under ``out``."""
     found = []
-    every = {(c.task, c.name): c for c in conditions(list(TASKS), list(GROUPS))}
-    for task in TASKS:
-        for cond in (c for (t, _), c in every.items() if t == task):
-            path = out / task / cond.name / "summary.json"
-            if path.is_file():
-                found.append((cond, json.loads(path.read_text()), read_metrics(path.parent)))
+    for cond in conditions(list(TASKS), list(GROUPS)):
+        path = out / cond.task / cond.name / "summary.json"
+        if path.is_file():
+            found.append((cond, json.loads(path.read_text()), read_metrics(path.parent)))
     return found
 
 

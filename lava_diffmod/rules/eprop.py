@@ -102,13 +102,18 @@ def eps_a_step(eps_a: torch.Tensor, eps_v_prev: torch.Tensor, psi_prev: torch.Te
             + (p.rho - p.adapt_scale * p.beta * psi_prev)[:, :, None, :] * eps_a)
 
 
+def eps_v_step(eps_v: torch.Tensor, pre: torch.Tensor, p) -> torch.Tensor:
+    """ε^v_i(t) = α ε^v_i(t−1) + s_in pre_i(t) (the presynaptic trace, per synapse row)."""
+    return p.alpha * eps_v + p.input_scale * pre
+
+
 def eligibility_step(tr: Eligibility, pre: torch.Tensor, psi: torch.Tensor, p, keep: float,
                      has_alif: bool) -> tuple[Eligibility, torch.Tensor]:
     """One step of the traces of MODEL.md §3.2; returns them and e(t) (S, B, P, N).
 
     ε^a uses ψ(t−1) and ε^v(t−1); ē = keep·ē + (1 − keep)·e with keep = κ."""
     eps_a = eps_a_step(tr.eps_a, tr.eps_v, tr.psi_prev, p) if has_alif else tr.eps_a
-    eps_v = p.alpha * tr.eps_v + p.input_scale * pre
+    eps_v = eps_v_step(tr.eps_v, pre, p)
     e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
     e = psi[:, :, None, :] * e
     return Eligibility(eps_v, eps_a, torch.lerp(e, tr.ebar, keep), psi), e

@@ -54,6 +54,7 @@ class Experiment:
     optimizer: optim.Optimizer
     engine: Engine
     emulator: object = None      # the fixed backend's Emulator (train.backend = "fixed")
+    dopamine: object = None      # rules.dopamine.Dopamine (rule.name = "dopamine"), used instead of optimizer
 
     @property
     def seeds(self) -> list[int]:
@@ -110,15 +111,15 @@ def setup(cfg: Config) -> Experiment:
             emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds))
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
-    exp = Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
-                     # ModProp's ρ(A) guard reads eigenvalues on the host: not graph-safe
-                     Engine(rule, net, graphs=cfg.train.cuda_graphs and rule.name != "modprop"), emulator)
+    dopa = None
     if cfg.rule.name == "dopamine":
         try:
-            dopamine_optimizer(exp)
+            dopa = dopamine_optimizer(cfg, net, emulator)
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
-    return exp
+    return Experiment(cfg, task, net, rule, optim.from_config(cfg.train),
+                      # ModProp's ρ(A) guard reads eigenvalues on the host: not graph-safe
+                      Engine(rule, net, graphs=cfg.train.cuda_graphs and rule.name != "modprop"), emulator, dopa)
 
 
 def train_batch(exp: Experiment, iteration: int, micro: int):
@@ -185,17 +186,12 @@ def alignment(update: Params, grad: Params) -> dict[str, torch.Tensor]:
     return out
 
 
-def dopamine_optimizer(exp: Experiment):
+def dopamine_optimizer(cfg: Config, net: Network, emu):
     """The dopamine optimizer of the config (RULES.md B) for the float weights, or for the
     emulator's integer weights (saturated to the profile's range)."""
     from ..rules.dopamine import dopamine, network_masks
-    emu = exp.emulator
     limits = None if emu is None else (-emu.fp.weight_limit - 1, emu.fp.weight_limit)
-    return dopamine(exp.cfg.dopamine_setup(), exp.seeds, network_masks(exp.net), limits)
-
-
-def dopamine_init(exp: Experiment, params):
-    return dopamine_optimizer(exp).init(params)
+    return dopamine(cfg.dopamine_setup(), list(cfg.train.seeds), network_masks(net), limits)
 
 
 def dopamine_resume(fresh, done: int, meta: dict):
@@ -215,27 +211,32 @@ def dopamine_iteration(exp: Experiment, params, state, iteration: int):
         loss = network_loss(exp.net, batch.x, batch.target, exp.rule.objective)
     else:
         loss = emulator_loss(exp.emulator, batch.x, batch.target, batch.keys, iteration)
-    new, state, info = dopamine_optimizer(exp).step(loss, params, state)
+    new, state, info = exp.dopamine.step(loss, params, state)
     return new, state, {"loss": info.loss, "rpe": info.delta, "eta": info.eta, "rpe_trace": info.s}
 
 
 def iteration(exp: Experiment, params, state, n: int, events: dict):
-    """One training iteration → (params, state, stats, update, float weights before); ``update``
-    points along the rule's gradient estimate (for the alignment with BPTT)."""
-    net, emu = exp.net, exp.emulator
-    before = params if emu is None else emu.float_weights(params)
-    if exp.cfg.rule.name == "dopamine":
-        params, state, stats = dopamine_iteration(exp, params, state, n)
-    elif emu is None:
-        grads, stats = iteration_gradients(exp, net.with_params(params), n)
-        params, state = exp.optimizer.update(grads, state, params)
-        params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
-        return params, state, stats, grads, before
-    else:
+    """One training iteration → (params, state, stats, gradient estimate or None when the rule
+    only moves the weights)."""
+    net = exp.net
+    if exp.dopamine is not None:
+        return (*dopamine_iteration(exp, params, state, n), None)
+    if exp.emulator is not None:
         params, stats = fixed_iteration(exp, params, n, events)
-        state = optim.OptState(n, None, None)
-    after = params if emu is None else emu.float_weights(params)
-    return params, state, stats, Params(*(a - b for a, b in zip(before, after))), before
+        return params, optim.OptState(n, None, None), stats, None
+    grads, stats = iteration_gradients(exp, net.with_params(params), n)
+    params, state = exp.optimizer.update(grads, state, params)
+    params = Params(params.w_in * net.m_in, params.w_rec * net.m_rec, params.w_out * net.m_out)
+    return params, state, stats, grads
+
+
+def update_alignment(exp: Experiment, before, after, grads, n: int) -> dict[str, torch.Tensor]:
+    """The alignment of iteration n's update (the gradient estimate, else the weight change
+    before − after in float units) with BPTT's gradient at the pre-update weights."""
+    emu, net = exp.emulator, exp.net
+    w0, w1 = (w if emu is None else emu.float_weights(w) for w in (before, after))
+    update = grads if grads is not None else Params(*(a - b for a, b in zip(w0, w1)))
+    return alignment(update, bptt_gradients(exp, net.with_params(Params(*(w.to(net.dtype) for w in w0))), n))
 
 
 def eval_batches(exp: Experiment):
@@ -333,7 +334,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     net, opt, emu = exp.net, exp.optimizer, exp.emulator
     params = net.params if emu is None else emu.initial_weights()   # fixed: the hardware weights
     dopa = cfg.rule.name == "dopamine"
-    state = dopamine_init(exp, params) if dopa else opt.init(params) if emu is None else optim.OptState(0, None, None)
+    state = exp.dopamine.init(params) if dopa else opt.init(params) if emu is None else optim.OptState(0, None, None)
     start = 1
     events: dict = {}
     ckpt_path = run_dir / CHECKPOINT
@@ -362,15 +363,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
     with open(run_dir / "metrics.jsonl", "a") as log:
         for n in bar:
-            params, state, stats, update, before = iteration(exp, params, state, n, events)
+            before = params
+            params, state, stats, grads = iteration(exp, params, state, n, events)
             if not _finite(stats, params):
                 raise TrainingDiverged(
                     f"iteration {n}: NaN or inf in the loss or weights; stopped. The last good "
                     f"checkpoint is {ckpt_path} (lower train.lr or check the inputs)")
             rows = _rows(n, "train", exp.seeds, stats)
             if n in aligns:   # the rule's update against BPTT's gradient of the same trials
-                g = bptt_gradients(exp, net.with_params(Params(*(w.to(net.dtype) for w in before))), n)
-                rows += _rows(n, "align", exp.seeds, alignment(update, g))
+                rows += _rows(n, "align", exp.seeds, update_alignment(exp, before, params, grads, n))
             if n in evals:
                 last_eval = evaluate(exp, net.with_params(params), eval_set)
                 rows += _rows(n, "eval", exp.seeds, last_eval)
