@@ -1,4 +1,4 @@
-"""`lava-diffmod` command line: train, evaluate, demo, profile, lava-run, parity, reproduce."""
+"""`lava-diffmod` command line: train, evaluate, demo, profile, lava-run, parity, reproduce, sweep, export-nir."""
 from __future__ import annotations
 
 import argparse
@@ -422,6 +422,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only rebuild the table, figures and report from finished runs")
     g.add_argument("--no-progress", action="store_true")
     g.set_defaults(fn=cmd_reproduce)
+
+    from .export.nir import add_cli as add_export_nir
+    from .sweep import add_cli as add_sweep
+    add_sweep(sub)
+    add_export_nir(sub)
     return p
 
 

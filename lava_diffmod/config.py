@@ -106,6 +106,7 @@ class RuleConfig:
     """Learning rule and its regulariser (MODEL.md §3, §3.5)."""
     name: str = _f("diffusion", **_choices(*RULES))
     mode: str = _f("factorised", **_choices("factorised", "online"))
+    storage: str = _f("auto", **_choices("auto", "dense", "sparse"))   # online traces: dense or per synapse
     c_reg: Any = _f(0.005)            # float, or a table {bptt = .., eprop = .., diffusion = ..}
     f0: float = _f(0.01, **_range(0))  # spikes / ms
 
@@ -219,23 +220,23 @@ class Config:
         if isinstance(c, dict):
             for key, value in c.items():
                 if key not in RULES:
-                    raise ConfigError(f"rule.c_reg.{key}: unknown rule; allowed: {', '.join(RULES)}")
+                    raise ConfigError(f"rule.c_reg.{_name(key)}: unknown rule; allowed: {', '.join(RULES)}")
                 _check_number(f"rule.c_reg.{key}", value, float, (0, math.inf, False, False))
             if self.c_reg_key() not in c:
                 raise ConfigError(f"rule.c_reg has no entry for rule '{self.rule.name}'; "
                                   f"give one or a single number")
         else:
             _check_number("rule.c_reg", c, float, (0, math.inf, False, False))
-        for r in [d.radius, *d.channel_radius]:
-            if 2 * r + 1 > min(net.grid_h, net.grid_w):
-                raise ConfigError(f"diffusion.radius = {r}: need 2*radius+1 <= min(grid_h, grid_w) "
-                                  f"= {min(net.grid_h, net.grid_w)}")
         for i, k in enumerate(d.channel_k):
             _check_number(f"diffusion.channel_k[{i}]", k, float, (0, 1, False, False))
         for i, r in enumerate(d.channel_radius):
             _check_number(f"diffusion.channel_radius[{i}]", r, int, (1, math.inf, False, False))
         for i, q in enumerate(d.channel_q):
             _check_number(f"diffusion.channel_q[{i}]", q, float, (-math.inf, math.inf, False, False))
+        for r in [d.radius, *d.channel_radius]:
+            if 2 * r + 1 > min(net.grid_h, net.grid_w):
+                raise ConfigError(f"diffusion.radius = {r}: need 2*radius+1 <= min(grid_h, grid_w) "
+                                  f"= {min(net.grid_h, net.grid_w)}")
         if d.kernel == "laplacian" and d.D / d.n_sub > 0.25:
             raise ConfigError(f"diffusion.D / diffusion.n_sub = {d.D / d.n_sub:g}: must be in [0, 0.25] "
                               f"(stability of the 5-point Laplacian); raise n_sub")
@@ -243,14 +244,37 @@ class Config:
             raise ConfigError(f"train.micro_batches = {self.train.micro_batches}: must divide "
                               f"train.batch_size = {self.train.batch_size}")
         seeds = self.train.seeds
-        if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-            raise ConfigError(f"train.seeds = {seeds!r}: must be a non-empty list of integers >= 0")
+        if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63 for s in seeds):
+            raise ConfigError(f"train.seeds = {_short(seeds)}: must be a non-empty list of integers "
+                              f"in [0, 2^63 - 1]")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"train.seeds = {seeds!r}: seeds must be distinct")
         if not (self.train.device == "cpu" or self.train.device.startswith("cuda")):
             raise ConfigError(f"train.device = {self.train.device!r}: must be 'cpu', 'cuda' or 'cuda:N'")
-        from .tasks import make_task  # validates task.params against the task's own fields
-        make_task(self.task, self.neuron.dt)
+        from .tasks import REGISTRY, make_task  # validates task.params against the task's own fields
+        defaults = {f.name: f.default for f in dataclasses.fields(REGISTRY[self.task.name][0])}
+        for key, value in self.task.params.items():   # list parameters: make_task checks no entries
+            if key not in defaults or key == "dt":
+                raise ConfigError(f"task.params.{_name(key)}: unknown parameter of task {self.task.name}; "
+                                  f"allowed: {', '.join(k for k in defaults if k != 'dt')}")
+            default = defaults.get(key)
+            if not (isinstance(default, tuple) and default and isinstance(value, list)):
+                continue
+            for i, v in enumerate(value):
+                if isinstance(default[0], str):
+                    if not isinstance(v, str):
+                        raise ConfigError(f"task.params.{key}[{i}] = {_short(v)}: must be a string")
+                else:
+                    _check_number(f"task.params.{key}[{i}]", v, float, (0, math.inf, False, False))
+            if not isinstance(default[0], str) and not value:
+                raise ConfigError(f"task.params.{key} = []: must hold at least one number")
+            if key.endswith("_range") and not (len(value) == 2 and value[0] <= value[1]):
+                raise ConfigError(f"task.params.{key} = {_short(value)}: must be [lo, hi] with lo <= hi")
+        try:
+            make_task(self.task, self.neuron.dt)
+        except (TypeError, OverflowError) as e:
+            raise ConfigError(f"task.params = {_short(self.task.params)}: not valid for task "
+                              f"{self.task.name} ({e})") from None
         mu = self.modprop.mu
         if mu != "auto":
             _check_number("modprop.mu", mu, float, (0, math.inf, False, False))
@@ -260,26 +284,50 @@ class Config:
         self.dopamine_setup()
         if self.train.backend == "fixed":
             self.fixed_setup()
+        else:   # unused by the float backend, but a bad table stops here, not at --backend fixed
+            self.switches_setup()
         return self
 
     def dopamine_setup(self):
         """The validated DopamineConfig of the ``[dopamine]`` table."""
         from .rules.dopamine import DopamineConfig
         fields = {f.name for f in dataclasses.fields(DopamineConfig)}
-        for key in self.dopamine:
+        hints = typing.get_type_hints(DopamineConfig)
+        for key, value in self.dopamine.items():
             if key not in fields:
-                raise ConfigError(f"dopamine.{key}: unknown key; allowed: {', '.join(sorted(fields))}")
+                raise ConfigError(f"dopamine.{_name(key)}: unknown key; allowed: {', '.join(sorted(fields))}")
+            hint = hints[key]
+            if hint is bool and not isinstance(value, bool):
+                raise ConfigError(f"dopamine.{key} = {_short(value)}: must be true or false")
+            if hint is str and not isinstance(value, str):
+                raise ConfigError(f"dopamine.{key} = {_short(value)}: must be a string")
+            if hint in (int, float) or hint == (float | None):   # TOML has no null: s0 is left out
+                _check_number(f"dopamine.{key}", value, int if hint is int else float,
+                              (-math.inf, math.inf, False, False))
         try:
             return DopamineConfig(**self.dopamine)
         except (ValueError, TypeError) as e:
             raise ConfigError(str(e)) from None
+
+    def switches_setup(self):
+        """The validated Switches of ``fixed.switches``."""
+        from .fixed.switches import Switches
+        spec = self.fixed.switches
+        if not isinstance(spec, (str, dict)) or not isinstance(spec.get("preset", "off") if isinstance(spec, dict) else spec, str):
+            raise ConfigError(f"fixed.switches = {_short(spec)}: must be \"off\", \"hardware\" or a table "
+                              f"{{preset = \"off\"|\"hardware\", <switch> = ...}}")
+        names = ["preset", *(f.name for f in dataclasses.fields(Switches))]
+        for key in spec if isinstance(spec, dict) else ():
+            if key not in names:
+                raise ConfigError(f"fixed.switches.{_name(key)}: unknown switch; allowed: {', '.join(names)}")
+        return Switches.from_spec(spec)
 
     def fixed_setup(self):
         """(profile, switches) of the fixed backend, validated."""
         from .fixed.switches import Switches
         from .hw import load_profile
         profile = load_profile(self.fixed.hw)
-        switches = Switches.from_spec(self.fixed.switches)
+        switches = self.switches_setup()
         if profile.ideal and switches != Switches.off():
             raise ConfigError(f"fixed.switches: the ideal profile means no quantisation; use "
                               f"switches = \"off\" (on now: {', '.join(switches.names())})")
@@ -292,11 +340,27 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def _short(value, limit: int = 60) -> str:
+    """repr of a value for an error message, cut to ``limit`` characters."""
+    text = repr(value)
+    if len(text) > limit and isinstance(value, int) and not isinstance(value, bool):
+        return f"{text[:12]}...({len(text)} digits)"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _name(key) -> str:
+    """A key for an error message: as written if printable, else its repr (one line)."""
+    return key if isinstance(key, str) and key.isprintable() and key else _short(key)
+
+
 def _check_number(path: str, value, kind, rng) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise ConfigError(f"{path} = {value!r}: must be {'an integer' if kind is int else 'a number'}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path} = {value!r}: must be finite")
+    if isinstance(value, int) and not -2**63 <= value < 2**63:
+        raise ConfigError(f"{path} = {_short(value)}: out of range; TOML integers are 64-bit "
+                          f"(allowed: [-2^63, 2^63 - 1])")
     lo, hi, lo_open, hi_open = rng
     bad_lo = value <= lo if lo_open else value < lo
     bad_hi = value >= hi if hi_open else value > hi
@@ -332,10 +396,11 @@ def from_dict(cls, data: dict, path: str = ""):
         raise ConfigError(f"{path or 'config'}: must be a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key; allowed: {', '.join(fields)}")
+        raise ConfigError(f"{where}{_name(unknown[0])}: "
+                          f"unknown key; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
         sub = f"{path}.{name}" if path else name
@@ -363,21 +428,32 @@ def config_path(name_or_path: str | Path) -> Path:
 def load(path: str | Path, overrides: dict | None = None) -> Config:
     """Read a TOML config, apply ``{"section.key": value}`` overrides, validate."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        text = path.read_bytes() if path.is_file() else None
+    except OSError as e:
+        raise ConfigError(f"config file {_short(str(path), 200)}: cannot be read ({e.strerror})") from None
+    if text is None:
         raise ConfigError(f"config file {str(path)!r}: not found")
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(path)!r}: not valid TOML ({e})") from None
+        data = tomllib.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as e:   # TOMLDecodeError, bad UTF-8, an int of > 4300 digits
+        what = "nested too deeply" if isinstance(e, RecursionError) else (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"config file {str(path)!r}: not valid TOML ({what})") from None
     return from_mapping(data, overrides)
 
 
 def from_mapping(data: dict, overrides: dict | None = None) -> Config:
     """Config from a nested dict plus dotted overrides, validated."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: must be a table, got {type(data).__name__}")
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for dotted, value in (overrides or {}).items():
+        if not isinstance(dotted, str) or "." not in dotted:
+            raise ConfigError(f"override {_short(dotted)}: must be 'section.key'")
         section, key = dotted.split(".", 1)
-        data.setdefault(section, {})[key] = value
+        if not isinstance(data.setdefault(section, {}), dict):
+            raise ConfigError(f"{section} = {_short(data[section])}: must be a table (override {dotted})")
+        data[section][key] = value
     return from_dict(Config, data).validate()
 
 

@@ -57,16 +57,18 @@ def derive(key: torch.Tensor | int, *counters: int | torch.Tensor) -> torch.Tens
     return key
 
 
-def hashes(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
-    """32-bit hashes H(key, i) for every element of ``shape`` (i = flat C-order index).
+def hashes(key: torch.Tensor | int, shape: tuple[int, ...], device=None, start: int = 0) -> torch.Tensor:
+    """32-bit hashes H(key, i) for every element of ``shape`` (i = start + flat C-order index).
 
     ``key`` may be a tensor whose shape is a prefix of ``shape`` (one key per leading slice,
-    e.g. one per seed); each slice then counts its own flat index from 0.
+    e.g. one per seed); each slice then counts its own flat index from ``start``. A draw of
+    shape (R, C) with ``start = r0·C`` is rows r0 … r0+R−1 of the same draw of shape (≥ r0+R, C),
+    so a large matrix can be drawn in row blocks.
     """
     if not isinstance(key, torch.Tensor):
         key = torch.full((), key, dtype=torch.int64, device=device)
     inner = tuple(shape[key.dim():])
-    index = torch.arange(math.prod(inner), device=key.device, dtype=torch.int64).reshape(inner)
+    index = torch.arange(start, start + math.prod(inner), device=key.device, dtype=torch.int64).reshape(inner)
     return hash_counter(key.reshape(tuple(key.shape) + (1,) * len(inner)), index)
 
 
@@ -76,24 +78,25 @@ def uniform(key: torch.Tensor | int, shape: tuple[int, ...], device=None,
     return (hashes(key, shape, device) >> 8).to(dtype) * (1.0 / 2**24)
 
 
-def uniform53(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
-    """U(0, 1) in float64 with 53 random bits: (k + 1/2) / 2^53 from two 32-bit hashes."""
-    h = hashes(key, (*shape, 2), device)
+def uniform53(key: torch.Tensor | int, shape: tuple[int, ...], device=None, start: int = 0) -> torch.Tensor:
+    """U(0, 1) in float64 with 53 random bits: (k + 1/2) / 2^53 from two 32-bit hashes.
+    ``start``: flat index of the first element (see :func:`hashes`)."""
+    h = hashes(key, (*shape, 2), device, 2 * start)
     k = ((h[..., 0] >> 5) << 26) | (h[..., 1] >> 6)
     return (k.double() + 0.5) * (1.0 / 2**53)
 
 
-def normal(key: torch.Tensor | int, shape: tuple[int, ...], device=None) -> torch.Tensor:
+def normal(key: torch.Tensor | int, shape: tuple[int, ...], device=None, start: int = 0) -> torch.Tensor:
     """Standard normal draws (float64) by the inverse CDF: √2 · erfinv(2u − 1)."""
-    return math.sqrt(2.0) * torch.special.erfinv(2 * uniform53(key, shape, device) - 1)
+    return math.sqrt(2.0) * torch.special.erfinv(2 * uniform53(key, shape, device, start) - 1)
 
 
 def truncated_normal(key: torch.Tensor | int, shape: tuple[int, ...], lo: float, hi: float,
-                     device=None) -> torch.Tensor:
+                     device=None, start: int = 0) -> torch.Tensor:
     """Standard normal truncated to [lo, hi] (float64), by the inverse CDF on [Φ(lo), Φ(hi)]."""
     def cdf(x):
         return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-    u = cdf(lo) + (cdf(hi) - cdf(lo)) * uniform53(key, shape, device)
+    u = cdf(lo) + (cdf(hi) - cdf(lo)) * uniform53(key, shape, device, start)
     return (math.sqrt(2.0) * torch.special.erfinv(2 * u - 1)).clamp_(lo, hi)
 
 

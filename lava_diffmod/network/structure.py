@@ -39,10 +39,11 @@ def coordinates(cells: torch.Tensor, h: int, w: int, max_coord_norm: bool = True
     return x, y
 
 
-def torus_sq_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """d²_ij = d_x² + d_y² with d = min(|Δ|, 1 − |Δ|) per axis on the unit torus."""
-    dx = (x[:, None] - x[None, :]).abs()
-    dy = (y[:, None] - y[None, :]).abs()
+def torus_sq_distance(x: torch.Tensor, y: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+    """d²_ij = d_x² + d_y² with d = min(|Δ|, 1 − |Δ|) per axis on the unit torus, for pre i in
+    ``rows`` and every post j."""
+    dx = (x[rows, None] - x[None, :]).abs()
+    dy = (y[rows, None] - y[None, :]).abs()
     dx = torch.minimum(dx, 1 - dx)
     dy = torch.minimum(dy, 1 - dy)
     return dx ** 2 + dy ** 2
@@ -51,6 +52,18 @@ def torus_sq_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def local_connection_probability(d2: torch.Tensor, sigma: float) -> torch.Tensor:
     """P(M_rec[i,j] = 1) = 1 / (1 + exp(d²_ij / (4σ))), logistic in d², 0.5 at d = 0."""
     return torch.sigmoid(-d2 / (4 * sigma))
+
+
+BLOCK = 1 << 22   # elements per row block of an N × N draw: memory stays O(BLOCK), not O(N²)
+
+
+def by_rows(shape: tuple[int, int], rows_fn) -> torch.Tensor:
+    """A (R, C) matrix from ``rows_fn(r0, r1)`` → rows r0 … r1−1, built in blocks of ≤ BLOCK
+    elements; the counter-based draws make the blocks equal to one whole-matrix draw."""
+    r, c = shape
+    step = max(1, BLOCK // max(c, 1))
+    return torch.cat([rows_fn(r0, min(r, r0 + step)) for r0 in range(0, r, step)]) if r else \
+        torch.zeros(shape, dtype=torch.float64)
 
 
 def exact_count_mask(shape: tuple[int, ...], density: float, k: int) -> torch.Tensor:
@@ -67,19 +80,25 @@ def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, k: int) -> torch.Ten
     n = cells.numel()
     h, w = cfg.grid_h, cfg.grid_w
     if cfg.connectivity == "local":
-        d2 = torus_sq_distance(*coordinates(cells, h, w, cfg.max_coord_norm))
-        mask = (rng.uniform53(k, (n, n)) < local_connection_probability(d2, cfg.sigma)).double()
+        x, y = coordinates(cells, h, w, cfg.max_coord_norm)
+
+        def rows(r0, r1):
+            p = local_connection_probability(torus_sq_distance(x, y, slice(r0, r1)), cfg.sigma)
+            return (rng.uniform53(k, (r1 - r0, n), start=r0 * n) < p).double()
     elif cfg.connectivity == "sparse":
-        mask = (rng.uniform53(k, (n, n)) < cfg.rec_density).double()
+        def rows(r0, r1):
+            return (rng.uniform53(k, (r1 - r0, n), start=r0 * n) < cfg.rec_density).double()
     elif cfg.connectivity == "full":
-        mask = torch.ones((n, n), dtype=torch.float64)
+        def rows(r0, r1):
+            return torch.ones((r1 - r0, n), dtype=torch.float64)
     else:  # nearest_neighbours: the Moore neighbourhood of each neuron's cell on the grid torus
         row, col = cells // w, cells % w
-        dr = (row[:, None] - row[None, :]).remainder(h)
-        dc = (col[:, None] - col[None, :]).remainder(w)
-        near_r = (dr == 0) | (dr == 1) | (dr == h - 1)
-        near_c = (dc == 0) | (dc == 1) | (dc == w - 1)
-        mask = (near_r & near_c).double()
+
+        def rows(r0, r1):
+            dr = (row[r0:r1, None] - row[None, :]).remainder(h)
+            dc = (col[r0:r1, None] - col[None, :]).remainder(w)
+            return (((dr == 0) | (dr == 1) | (dr == h - 1)) & ((dc == 0) | (dc == 1) | (dc == w - 1))).double()
+    mask = by_rows((n, n), rows)
     mask.fill_diagonal_(0.0)
     return mask
 
@@ -87,10 +106,15 @@ def recurrent_mask(cfg: NetworkConfig, cells: torch.Tensor, k: int) -> torch.Ten
 def initial_weights(shape: tuple[int, int], init: str, k: int) -> torch.Tensor:
     """He: N(0,1) truncated to [−2, 2], scaled to variance 2/fan_in; Gaussian: std 1/√fan_in.
     fan_in is the pre dimension (rows) before masking."""
-    fan_in = shape[0]
+    fan_in, c = shape
     if init == "he":
-        return rng.truncated_normal(k, shape, -2.0, 2.0) * (math.sqrt(2.0 / fan_in) / HE_TRUNC_STD)
-    return rng.normal(k, shape) / math.sqrt(fan_in)
+        def rows(r0, r1):
+            return rng.truncated_normal(k, (r1 - r0, c), -2.0, 2.0, start=r0 * c) * \
+                (math.sqrt(2.0 / fan_in) / HE_TRUNC_STD)
+    else:
+        def rows(r0, r1):
+            return rng.normal(k, (r1 - r0, c), start=r0 * c) / math.sqrt(fan_in)
+    return by_rows(shape, rows)
 
 
 def readout_mask(cfg: NetworkConfig, n_rec: int, n_out: int, k: int) -> torch.Tensor:

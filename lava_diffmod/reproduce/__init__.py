@@ -39,6 +39,8 @@ HEADLINE = {"cue_accumulation": "accuracy", "dms": "accuracy", "pattern_generati
 
 # dopamine on the spiking networks: σ relative to each matrix's rms weight (RULES.md B.8)
 DOPAMINE_SPIKING = {"dopamine.sigma": 0.1, "dopamine.sigma_relative": True}
+# fixed point: the Loihi 2 profile with every hardware switch on
+FIXED_LOIHI2 = {"fixed.hw": "loihi2", "fixed.switches": "hardware"}
 
 # MODEL.md §6: the authors' committed logs, final evaluation at iteration 2000, mean and 95% CI.
 AUTHORS = {
@@ -85,8 +87,7 @@ def conditions(tasks: list[str], groups: list[str]) -> list[Condition]:
             out.append(Condition(task, "shuffled", "shuffle", "diffusion",
                                  overrides={"diffusion.k": 0.75, "diffusion.shuffle": "fixed"}))
         if "fixed" in groups:
-            out += [Condition(task, f"fixed_{rule}", "fixed", rule, "fixed",
-                              {"diffusion.k": 0.75, "fixed.hw": "loihi2", "fixed.switches": "hardware"})
+            out += [Condition(task, f"fixed_{rule}", "fixed", rule, "fixed", {"diffusion.k": 0.75, **FIXED_LOIHI2})
                     for rule in ("eprop", "diffusion")]
         if "extra" in groups:
             out += [Condition(task, "modprop", "extra", "modprop"),
@@ -150,16 +151,30 @@ def finished_runs(out: Path) -> list[tuple[Condition, dict, list[dict]]]:
 
 def table_rows(runs) -> list[dict]:
     """Final evaluation per condition: mean and 95% CI of each metric."""
-    rows = []
-    for cond, summary, _ in runs:
-        row = {"task": cond.task, "condition": cond.name, "group": cond.group, "rule": cond.rule,
-               "backend": cond.backend, "k": summary.get("k"), "seeds": len(summary["seeds"]),
-               "iteration": summary["iteration"], "wall_s": summary["wall_s"]}
-        for key in METRICS[cond.task]:
-            stat = summary["final"][key]
-            row[key], row[f"{key}_ci95"] = stat["mean"], stat["ci95"]
-        rows.append(row)
-    return rows
+    return [table_row(cond, [summary]) for cond, summary, _ in runs]
+
+
+def table_row(cond: Condition, summaries: list[dict]) -> dict:
+    """One condition's final evaluation over the seeds of its runs' summaries: mean and 95% CI
+    of each metric, total seeds and wall time (a sweep splits a condition's seeds over runs)."""
+    row = {"task": cond.task, "condition": cond.name, "group": cond.group, "rule": cond.rule,
+           "backend": cond.backend, "k": summaries[0].get("k"), "seeds": sum(len(s["seeds"]) for s in summaries),
+           "iteration": max(s["iteration"] for s in summaries),
+           "wall_s": round(sum(s["wall_s"] for s in summaries), 2)}
+    for key in METRICS[cond.task]:
+        row[key], row[f"{key}_ci95"] = mean_ci([v for s in summaries for v in s["final"][key]["per_seed"]])
+    return row
+
+
+def write_table(out: Path, table: list[dict]) -> None:
+    """``table.csv`` and ``table.json`` under ``out``, one row per condition."""
+    keys = list(dict.fromkeys(k for r in table for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, keys)
+    writer.writeheader()
+    writer.writerows(table)
+    checkpoint.atomic_write_text(Path(out) / "table.csv", buf.getvalue())
+    checkpoint.atomic_write_text(Path(out) / "table.json", json.dumps(table, indent=2))
 
 
 def curve(rows: list[dict], split: str, key: str) -> tuple[list[int], list[float], list[float]]:
@@ -239,13 +254,7 @@ def report(out: Path) -> dict:
     if not runs:
         raise ConfigError(f"{out}: holds no finished run of the protocol")
     table = table_rows(runs)
-    keys = list(dict.fromkeys(k for r in table for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, keys)
-    writer.writeheader()
-    writer.writerows(table)
-    checkpoint.atomic_write_text(out / "table.csv", buf.getvalue())
-    checkpoint.atomic_write_text(out / "table.json", json.dumps(table, indent=2))
+    write_table(out, table)
     from . import plots   # matplotlib only when figures are drawn
     figures = plots.draw(runs, out / "figures")
     checkpoint.atomic_write_text(out / "report.md", markdown(table, figures))

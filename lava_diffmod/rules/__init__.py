@@ -12,7 +12,7 @@ from ..config import DiffusionConfig, ModPropConfig
 from ..float.readout import Objective
 from ..float.rsnn import Network
 from .bptt import bptt
-from .eprop import Gradients, eprop_factorised, eprop_online
+from .eprop import Gradients, eprop_factorised, eprop_online, synapse_layout
 from .modulator import Modulator, modulator_from_config
 
 __all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "eprop_online", "eprop_factorised"]
@@ -27,6 +27,7 @@ class Rule:
     diffusion: DiffusionConfig | None = None  # used by "diffusion"
     modprop: ModPropConfig | None = None      # used by "modprop"
     mu: torch.Tensor | None = None            # modprop's μ per seed (S,), resolved by the trainer
+    storage: str = "auto"                     # online e-prop's per-synapse traces: auto | dense | sparse
 
     def __post_init__(self):
         if self.name not in ("bptt", "eprop", "diffusion", "modprop"):
@@ -57,11 +58,17 @@ def gradient_fn(rule: Rule, net: Network):
                                form=mp.form, keep_diagonal=mp.keep_diagonal, remedy=mp.remedy, margin=mp.margin)
         return fn
     mod = rule.modulator(net)
-    eprop = eprop_online if rule.mode == "online" else eprop_factorised
+    if rule.mode == "online":
+        syn = synapse_layout(net, rule.storage)   # the masks never change: their synapse list once
+
+        def fn(net, x, target, keys):
+            with torch.no_grad():
+                return eprop_online(net, x, target, rule.objective, mod, keys, syn)
+        return fn
 
     def fn(net, x, target, keys):
         with torch.no_grad():
-            return eprop(net, x, target, rule.objective, mod, keys)
+            return eprop_factorised(net, x, target, rule.objective, mod, keys)
     return fn
 
 

@@ -33,6 +33,7 @@ from ..float.readout import Objective, output_error, rate_regulariser, readout_s
 from ..float.rsnn import Network, Params, forward, rsnn_step
 from ..float.neurons import alif_init
 from .modulator import Modulator, modulator_init, modulator_step
+from .synapses import DenseSynapses, synapses
 
 
 class Gradients(NamedTuple):
@@ -83,23 +84,26 @@ class LearningSignal:
 
 
 class Eligibility(NamedTuple):
-    """Per-trial traces of S × B networks: ε^v (S, B, P), ε^a and ē (S, B, P, N), ψ(t−1)."""
+    """Per-trial traces of S × B networks: ε^v (S, B, P), ε^a and ē per synapse ((S, B, P, N)
+    dense or (S, B, E) sparse, :mod:`.synapses`), ψ(t−1) (S, B, N)."""
     eps_v: torch.Tensor
     eps_a: torch.Tensor | None
     ebar: torch.Tensor
     psi_prev: torch.Tensor
 
 
-def eligibility_init(s: int, b: int, n_pre: int, n: int, has_alif: bool, like: torch.Tensor) -> Eligibility:
-    return Eligibility(like.new_zeros((s, b, n_pre)),
-                       like.new_zeros((s, b, n_pre, n)) if has_alif else None,
-                       like.new_zeros((s, b, n_pre, n)), like.new_zeros((s, b, n)))
+def eligibility_init(s: int, b: int, n_pre: int, n: int, has_alif: bool, like: torch.Tensor,
+                     syn=None) -> Eligibility:
+    syn = syn or DenseSynapses(n_pre, n)
+    return Eligibility(like.new_zeros((s, b, n_pre)), syn.zeros(s, b, like) if has_alif else None,
+                       syn.zeros(s, b, like), like.new_zeros((s, b, n)))
 
 
-def eps_a_step(eps_a: torch.Tensor, eps_v_prev: torch.Tensor, psi_prev: torch.Tensor, p) -> torch.Tensor:
+def eps_a_step(eps_a: torch.Tensor, eps_v_prev: torch.Tensor, psi_prev: torch.Tensor, p,
+               syn=DenseSynapses(0, 0)) -> torch.Tensor:
     """ε^a_ij(t) = s_a ψ_j(t−1) ε^v_i(t−1) + (ρ − s_a β_j ψ_j(t−1)) ε^a_ij(t−1)."""
-    return (p.adapt_scale * psi_prev[:, :, None, :] * eps_v_prev[..., None]
-            + (p.rho - p.adapt_scale * p.beta * psi_prev)[:, :, None, :] * eps_a)
+    return (p.adapt_scale * syn.post(psi_prev) * syn.pre(eps_v_prev)
+            + syn.post(p.rho - p.adapt_scale * p.beta * psi_prev) * eps_a)
 
 
 def eps_v_step(eps_v: torch.Tensor, pre: torch.Tensor, p) -> torch.Tensor:
@@ -108,14 +112,14 @@ def eps_v_step(eps_v: torch.Tensor, pre: torch.Tensor, p) -> torch.Tensor:
 
 
 def eligibility_step(tr: Eligibility, pre: torch.Tensor, psi: torch.Tensor, p, keep: float,
-                     has_alif: bool) -> tuple[Eligibility, torch.Tensor]:
-    """One step of the traces of MODEL.md §3.2; returns them and e(t) (S, B, P, N).
+                     has_alif: bool, syn=DenseSynapses(0, 0)) -> tuple[Eligibility, torch.Tensor]:
+    """One step of the traces of MODEL.md §3.2; returns them and e(t) per synapse.
 
     ε^a uses ψ(t−1) and ε^v(t−1); ē = keep·ē + (1 − keep)·e with keep = κ."""
-    eps_a = eps_a_step(tr.eps_a, tr.eps_v, tr.psi_prev, p) if has_alif else tr.eps_a
+    eps_a = eps_a_step(tr.eps_a, tr.eps_v, tr.psi_prev, p, syn) if has_alif else tr.eps_a
     eps_v = eps_v_step(tr.eps_v, pre, p)
-    e = eps_v[..., None] - p.beta * eps_a if has_alif else eps_v[..., None]
-    e = psi[:, :, None, :] * e
+    e = syn.pre(eps_v) - syn.post(p.beta) * eps_a if has_alif else syn.pre(eps_v)
+    e = syn.post(psi) * e
     return Eligibility(eps_v, eps_a, torch.lerp(e, tr.ebar, keep), psi), e
 
 
@@ -124,9 +128,15 @@ def regulariser_coefficient(z_count: torch.Tensor, t_steps: int, obj: Objective)
     return obj.c_reg / t_steps * (z_count / t_steps - obj.f0)
 
 
+def synapse_layout(net: Network, storage: str = "auto"):
+    """Where the traces of the combined matrix [W_in; W_rec] (S, P, N) live (:mod:`.synapses`)."""
+    return synapses(torch.cat([net.m_in, net.m_rec], dim=1), net.n_in, storage)
+
+
 def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
-                 modulator: Modulator | None, trial_keys: torch.Tensor) -> Gradients:
-    """e-prop with per-step, per-synapse traces (hardware form)."""
+                 modulator: Modulator | None, trial_keys: torch.Tensor, syn=None) -> Gradients:
+    """e-prop with per-step, per-synapse traces (hardware form); ``syn``: the traces' layout
+    (:func:`synapse_layout`, built here with ``auto`` storage if not given)."""
     w_in, w_rec, w_out = net.params
     p = net.neuron
     kappa = net.kappa
@@ -139,18 +149,19 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
 
     state = alif_init((s, b, n), x)
     y = x.new_zeros((s, b, net.n_out))
-    tr = eligibility_init(s, b, n_in + n, n, has_alif, x)
+    syn = syn or synapse_layout(net)
+    tr = eligibility_init(s, b, n_in + n, n, has_alif, x, syn)
     e_sum = torch.zeros_like(tr.ebar)
     zbar = x.new_zeros((s, b, n))
     z_count = x.new_zeros((s, b, n))
-    g_task = x.new_zeros((s, n_in + n, n))
+    g_task = torch.zeros_like(tr.ebar[:, 0])
     g_out = x.new_zeros((s, n, net.n_out))
     ys = []
     for t in range(t_steps):
         pre = torch.cat([x[t], state.z], dim=-1)
         state, psi = rsnn_step(state, x[t] @ w_in, w_rec, p)
         y = readout_step(y, state.z, w_out, kappa)
-        tr, e = eligibility_step(tr, pre, psi, p, kappa, has_alif)
+        tr, e = eligibility_step(tr, pre, psi, p, kappa, has_alif, syn)
         e_sum = e_sum + e
         zbar = torch.lerp(state.z, zbar, kappa)
         z_count = z_count + state.z
@@ -158,12 +169,12 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
             tt = tgt if obj.kind == "classification" else tgt[t - t0]
             err = output_error(y, tt, obj.kind)
             learning = signal.step(err, t)
-            g_task = g_task + torch.einsum("sbj,sbij->sij", learning, tr.ebar)
+            g_task = g_task + syn.contract_post(learning, tr.ebar)
             g_out = g_out + torch.einsum("sbj,sbm->sjm", zbar, err)
             ys.append(y)
     bs = obj.batch_scale(b)
     reg = regulariser_coefficient(z_count, t_steps, obj)
-    g = bs * (obj.grad_time_scale() * g_task + torch.einsum("sbj,sbij->sij", reg, e_sum))
+    g = syn.to_dense(bs * (obj.grad_time_scale() * g_task + syn.contract_post(reg, e_sum)))
     grads = Params(g[:, :n_in], g[:, n_in:], bs * obj.time_scale() * g_out)
     y_w = torch.stack(ys)
     return Gradients(masked(net, grads), task_loss(y_w, tgt, obj),

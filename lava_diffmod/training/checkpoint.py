@@ -48,10 +48,20 @@ def save(path: Path, params: Params, opt: OptState, iteration: int, meta: dict |
 
 
 def load(path: Path, like: Params) -> tuple[Params, OptState, int, dict]:
-    """Read a checkpoint; shapes and dtypes must match ``like`` (the freshly built network)."""
+    """Read a checkpoint; shapes and dtypes must match ``like`` (the freshly built network).
+
+    Floating tensors may be stored as float32 or float64 (they are cast to ``like``'s dtype, e.g.
+    ``evaluate --dtype``); integer weights must have ``like``'s dtype exactly. Every tensor must
+    be finite, every name known, and the optimiser moments complete (all of m and v, or none)."""
+    import torch
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r}: not found")
+    where = f"checkpoint {str(path)!r}"
+    try:
+        found = path.is_file()
+    except OSError as e:
+        raise CheckpointError(f"{where}: cannot be read ({e.strerror})") from None
+    if not found:
+        raise CheckpointError(f"{where}: not found")
     try:
         tensors = load_file(str(path))
         with open(path, "rb") as f:
@@ -59,25 +69,46 @@ def load(path: Path, like: Params) -> tuple[Params, OptState, int, dict]:
             info = json.loads(f.read(header_len)).get("__metadata__", {})
         iteration, step = int(info["iteration"]), int(info["opt_step"])
         meta = json.loads(info.get("meta", "{}"))
-    except (SafetensorError, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"checkpoint {str(path)!r}: unreadable or truncated ({e})") from None
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        raise CheckpointError(f"{where}: unreadable or truncated ({(str(e).splitlines() or [type(e).__name__])[0]})") from None
+    if iteration < 0 or step < 0:
+        raise CheckpointError(f"{where}: iteration = {iteration}, opt_step = {step}: must be >= 0")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{where}: metadata 'meta' must be a JSON object, got {type(meta).__name__}")
+    known = {f"{prefix}.{n}" for prefix in ("params", "opt.m", "opt.v") for n in NAMES}
+    unknown = sorted(set(tensors) - known)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown tensor {unknown[0]!r}; allowed: params.*, opt.m.*, opt.v.* "
+                              f"with * in {', '.join(NAMES)}")
 
     def group(prefix):
-        if f"{prefix}.{NAMES[0]}" not in tensors:
+        if not any(f"{prefix}.{n}" in tensors for n in NAMES):
             return None
         out = []
         for n, ref in zip(NAMES, like):
             key = f"{prefix}.{n}"
             if key not in tensors:
-                raise CheckpointError(f"checkpoint {str(path)!r}: missing tensor {key}")
+                raise CheckpointError(f"{where}: missing tensor {key}")
             t = tensors[key]
             if t.shape != ref.shape:
-                raise CheckpointError(f"checkpoint {str(path)!r}: {key} has shape {tuple(t.shape)}, "
+                raise CheckpointError(f"{where}: {key} has shape {tuple(t.shape)}, "
                                       f"the configured network needs {tuple(ref.shape)}")
+            if ref.is_floating_point():
+                if t.dtype not in (torch.float32, torch.float64):
+                    raise CheckpointError(f"{where}: {key} has dtype {t.dtype}; allowed: float32, float64")
+                if not bool(torch.isfinite(t).all()):
+                    raise CheckpointError(f"{where}: {key} holds NaN or inf values")
+            elif t.dtype != ref.dtype:
+                raise CheckpointError(f"{where}: {key} has dtype {t.dtype}, the configured network "
+                                      f"needs {ref.dtype}")
             out.append(t.to(device=ref.device, dtype=ref.dtype))
         return Params(*out)
 
     params = group("params")
     if params is None:
-        raise CheckpointError(f"checkpoint {str(path)!r}: holds no weights")
-    return params, OptState(step, group("opt.m"), group("opt.v")), iteration, meta
+        raise CheckpointError(f"{where}: holds no weights")
+    m, v = group("opt.m"), group("opt.v")
+    if (m is None) != (v is None):
+        raise CheckpointError(f"{where}: has opt.{'m' if v is None else 'v'}.* but not "
+                              f"opt.{'v' if v is None else 'm'}.*: the optimiser state is incomplete")
+    return params, OptState(step, m, v), iteration, meta

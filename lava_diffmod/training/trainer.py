@@ -83,7 +83,7 @@ def gradient_rule(cfg: Config, task, net: Network) -> Rule:
     """The config's gradient rule (dopamine: its e-prop objective only; it needs no gradient)."""
     name = "eprop" if cfg.rule.name == "dopamine" else cfg.rule.name
     mu = modprop_mu(cfg, task, net) if name == "modprop" else None
-    return Rule(name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion, cfg.modprop, mu)
+    return Rule(name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion, cfg.modprop, mu, cfg.rule.storage)
 
 
 def setup(cfg: Config) -> Experiment:
