@@ -89,12 +89,17 @@ def cmd_train(args) -> int:
         if args.config is None:
             raise ConfigError("--config: give a TOML config (see examples/)")
         cfg = config_mod.load(args.config, overrides(args))
+        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError("--out: data-parallel processes need one run directory; give --out")
         run_dir = Path(args.out) if args.out else default_run_dir(cfg)
         if (run_dir / "checkpoint.safetensors").exists():
             raise ConfigError(f"--out {run_dir}: holds a run already; use --resume or another folder")
+    from .training.distributed import finish
     summary = train(cfg, run_dir, resume=args.resume)
-    print(format_table([summary_row(summary)], list(summary_row(summary))))
-    print(f"run directory: {run_dir}")
+    finish()
+    if summary is not None:   # None: a data-parallel rank other than 0
+        print(format_table([summary_row(summary)], list(summary_row(summary))))
+        print(f"run directory: {run_dir}")
     return 0
 
 

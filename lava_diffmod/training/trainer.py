@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from ..float.rsnn import Network, Params
 from ..rules import Rule, bptt
 from ..rules.eprop import window_target
 from ..tasks import make_task
-from . import checkpoint, optim
+from . import checkpoint, distributed, optim
 from .engine import Engine
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -55,6 +56,7 @@ class Experiment:
     engine: Engine
     emulator: object = None      # the fixed backend's Emulator (train.backend = "fixed")
     dopamine: object = None      # rules.dopamine.Dopamine (rule.name = "dopamine"), used instead of optimizer
+    ranks: distributed.Ranks = distributed.Ranks()   # data-parallel processes (one by default)
 
     @property
     def seeds(self) -> list[int]:
@@ -131,10 +133,11 @@ def train_batch(exp: Experiment, iteration: int, micro: int):
 
 
 def iteration_gradients(exp: Experiment, net: Network, iteration: int):
-    """Average of the micro-batch gradients (= one batch), and the mean loss terms per seed."""
+    """Average of the micro-batch gradients (= one batch), and the mean loss terms per seed; with
+    several processes each computes its share of the micro-batches and the sums are all-reduced."""
     n_micro = exp.cfg.train.micro_batches
     total, task_l, reg_l, correct = None, 0.0, 0.0, 0.0
-    for micro in range(n_micro):
+    for micro in exp.ranks.micro_batches(n_micro):
         batch = train_batch(exp, iteration, micro)
         out = exp.engine.gradients(net.params, batch.x, batch.target, batch.keys)
         total = out.grads if total is None else Params(*(a + b for a, b in zip(total, out.grads)))
@@ -142,6 +145,9 @@ def iteration_gradients(exp: Experiment, net: Network, iteration: int):
         reg_l = reg_l + out.reg_loss
         if exp.task.kind == "classification":
             correct = correct + accuracy_and_prediction(out.y_window, batch.target)[0]
+    if exp.ranks.world > 1:
+        *grads, task_l, reg_l, correct = exp.ranks.sum([*total, task_l, reg_l, torch.as_tensor(correct).to(task_l)])
+        total = Params(*grads)
     scale = 1.0 / n_micro if exp.cfg.loss.batch_reduction == "mean" else 1.0
     stats = {"loss": (task_l + reg_l) * scale, "task_loss": task_l * scale, "reg_loss": reg_l * scale}
     if exp.task.kind == "classification":
@@ -323,14 +329,19 @@ def _finite(stats: dict, params: Params) -> bool:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False,
-          on_iteration: Callable[[int], None] | None = None) -> dict:
+          on_iteration: Callable[[int], None] | None = None) -> dict | None:
     """Train the config's S networks; write the run directory; return the summary.
 
     With ``resume`` the run continues from ``run_dir``'s checkpoint and ends with the same
     weights as an uninterrupted run. ``on_iteration(n)`` is called after each iteration.
+    Started by torchrun (WORLD_SIZE > 1), the processes share every batch
+    (:mod:`.distributed`); rank 0 writes the run directory and returns the summary, the others
+    return None.
     """
     run_dir = Path(run_dir)
-    exp = setup(cfg)
+    ranks, cfg = distributed.from_environment(cfg)
+    exp = dataclasses.replace(setup(cfg), ranks=ranks)
+    main = ranks.main
     net, opt, emu = exp.net, exp.optimizer, exp.emulator
     params = net.params if emu is None else emu.initial_weights()   # fixed: the hardware weights
     dopa = cfg.rule.name == "dopamine"
@@ -347,8 +358,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
         events = {k: torch.tensor(v, device=net.device) for k, v in meta.get("events", {}).items()}
         start = done + 1
         rows = [r for r in read_metrics(run_dir) if r["iteration"] <= done]
-        checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    else:
+        if main:
+            checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    elif main:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.atomic_write_text(run_dir / "config.toml", config_mod.dumps(cfg))
         checkpoint.atomic_write_text(run_dir / "metrics.jsonl", "")
@@ -360,8 +372,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
     metric_name = "accuracy" if exp.task.kind == "classification" else "nmse"
     last_eval: dict = {}
     bar = tqdm(range(start, tc.iterations + 1), total=tc.iterations, initial=start - 1,
-               disable=not tc.progress, desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
-    with open(run_dir / "metrics.jsonl", "a") as log:
+               disable=not (tc.progress and main), desc=f"{cfg.task.name} {cfg.rule.name}", unit="it")
+    with open(run_dir / "metrics.jsonl" if main else os.devnull, "a") as log:
         for n in bar:
             before = params
             params, state, stats, grads = iteration(exp, params, state, n, events)
@@ -381,7 +393,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
             if dopa:   # η and s as exact floats; σ follows from the initial weights
                 meta["dopamine"] = {"eta": state.eta.tolist(), "s": state.s.tolist()}
             saved_state = optim.OptState(n, None, None) if dopa else state
-            if n % tc.checkpoint_every == 0 or n == tc.iterations:
+            if main and (n % tc.checkpoint_every == 0 or n == tc.iterations):
                 checkpoint.save(ckpt_path, params, saved_state, n, meta)
             postfix = {"loss": f"{float(stats['loss'].mean()):.4f}"}
             if last_eval:
@@ -391,8 +403,11 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False,
                 on_iteration(n)
             if tc.stop_error > 0 and exp.task.kind == "classification" and last_eval and \
                     bool((1 - last_eval["accuracy"] < tc.stop_error).all()):
-                checkpoint.save(ckpt_path, params, saved_state, n, meta)
+                if main:
+                    checkpoint.save(ckpt_path, params, saved_state, n, meta)
                 break
+    if not main:
+        return None
     summary = summarise(exp, run_dir, read_metrics(run_dir), time.time() - t_start)
     if emu is not None:
         summary["events"] = {k: v.tolist() for k, v in events.items()}
