@@ -1,7 +1,8 @@
 """Large networks: 10,000 neurons on a 100 × 100 grid, local connectivity (σ = 0.012).
 
     python benchmarks/large.py [--device cpu|cuda] [--sizes 1000,2500,10000] [--batch B]
-                               [--steps T] [--seeds S] [--cases online_sparse,online_dense,factorised,fixed]
+                               [--steps T] [--seeds S]
+                               [--cases online_sparse,online_dense,factorised,fixed_sparse,fixed_dense]
                                [--name large_cpu]
 
 * structure: the time and peak host memory to draw one network's structure (row blocks).
@@ -13,8 +14,9 @@
 * GPU only: the memory-bandwidth floor, measured in the same run as a device-to-device copy
   (bytes read + written per second), divided by 16 bytes per sample-synapse-step (ALIF: ε^a and
   ē, float32, each read and written once per step); online e-prop's fraction of that floor.
-* case ``fixed``: the fixed-point emulator (Loihi 2 profile, hardware switches) at the same sizes,
-  learning on; its per-synapse tags are dense (S, B, P, N) int32.
+* cases ``fixed_sparse``, ``fixed_dense``: the fixed-point emulator (Loihi 2 profile, hardware
+  switches) at the same sizes, learning on, its per-synapse tags at the synapses only or dense
+  (S, B, P, N) int32 (dense only up to ``--dense-max``).
 Writes benchmarks/results/<name>.json (default large_<device>).
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ from lava_diffmod.rules import gradient_fn  # noqa: E402
 from lava_diffmod.training import trainer  # noqa: E402
 
 BYTES_PER_SYNAPSE_STEP = 16   # ALIF online e-prop: ε^a and ē read + written, float32
-CASES = ("online_sparse", "online_dense", "factorised", "fixed")
+CASES = ("online_sparse", "online_dense", "factorised", "fixed_sparse", "fixed_dense")
 
 
 def task_params(steps: int) -> dict:
@@ -100,8 +102,8 @@ def gradient_case(n: int, seeds: int, batch: int, device: str, mode: str, storag
     return out
 
 
-def fixed_case(n: int, seeds: int, batch: int, device: str, steps: int) -> dict:
-    exp = trainer.setup(config(n, seeds, batch, device, backend="fixed", steps=steps))
+def fixed_case(n: int, seeds: int, batch: int, device: str, storage: str, steps: int) -> dict:
+    exp = trainer.setup(config(n, seeds, batch, device, storage=storage, backend="fixed", steps=steps))
     b = trainer.train_batch(exp, 1, 0)
     emu = exp.emulator
     w = emu.initial_weights()
@@ -145,10 +147,11 @@ def main() -> None:
     for n in sizes:
         row: dict = {}
         for label in cases:
-            if label == "online_dense" and n > args.dense_max:
+            if label.endswith("_dense") and n > args.dense_max:
                 continue
             try:
-                row[label] = fixed_case(n, args.seeds, args.batch, dev, args.steps) if label == "fixed" else \
+                row[label] = fixed_case(n, args.seeds, args.batch, dev, label[6:], args.steps) \
+                    if label.startswith("fixed") else \
                     gradient_case(n, args.seeds, args.batch, dev, *modes[label], args.repeats, args.steps)
             except Exception as e:  # noqa: BLE001 - record and go on
                 row[label] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-800:]}
@@ -162,6 +165,9 @@ def main() -> None:
         if ok("online_dense") and ok("online_sparse"):
             row["sparse_speedup_over_dense_online"] = round(
                 row["online_dense"]["seconds_per_batch"] / row["online_sparse"]["seconds_per_batch"], 2)
+        if ok("fixed_dense") and ok("fixed_sparse"):
+            row["fixed_sparse_speedup_over_dense"] = round(
+                row["fixed_dense"]["seconds_per_batch"] / row["fixed_sparse"]["seconds_per_batch"], 2)
         if "floor_sample_synapse_steps_per_s" in out and ok("online_sparse"):
             row["online_fraction_of_floor"] = round(
                 row["online_sparse"]["sample_synapse_steps_per_s"] / out["floor_sample_synapse_steps_per_s"], 3)

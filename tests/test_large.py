@@ -64,24 +64,27 @@ def test_sparse_traces_give_the_dense_gradients(rule):
 def test_sparse_layout_scatters_only_onto_synapses():
     mask = torch.zeros((2, 3, 4), dtype=torch.float64)
     mask[0, 0, 1] = mask[0, 2, 3] = mask[1, 1, 0] = 1
-    lay = synapses.SparseSynapses(mask, pad_pre=1)
+    lay = synapses.SparseSynapses(mask)
     assert lay.n_synapses == 2
     g = torch.tensor([[1.0, 2.0], [3.0, 99.0]], dtype=torch.float64)     # 99 sits on seed 1's pad
     dense = lay.to_dense(g)
     assert dense[0, 0, 1] == 1 and dense[0, 2, 3] == 2 and dense[1, 1, 0] == 3
     assert float(dense.sum()) == 6
-    u = torch.arange(2 * 1 * 3, dtype=torch.float64).reshape(2, 1, 3)     # (S, B, P)
-    assert lay.pre(u).tolist() == [[[0.0, 2.0]], [[4.0, 4.0]]]
+    u = torch.arange(1, 2 * 1 * 3 + 1, dtype=torch.float64).reshape(2, 1, 3)     # (S, B, P)
+    assert lay.pre(u).tolist() == [[[1.0, 3.0]], [[5.0, 0.0]]]                  # the pad reads 0
+    v = torch.arange(1, 2 * 1 * 4 + 1, dtype=torch.float64).reshape(2, 1, 4)     # (S, B, N)
+    assert lay.post(v).tolist() == [[[2.0, 4.0]], [[5.0, 5.0]]]
+    assert lay.element_index(2)[0].tolist() == [[1, 11], [13, 23]]            # b·P·N + p·N + n
 
 
 def test_auto_storage(monkeypatch):
     mask = (torch.rand((1, 64, 64)) < 0.1).double()
-    assert isinstance(synapses.synapses(mask, 0, "auto"), synapses.DenseSynapses)    # small: dense
+    assert isinstance(synapses.synapses(mask, "auto"), synapses.DenseSynapses)    # small: dense
     monkeypatch.setattr(synapses, "AUTO_MIN_ENTRIES", 0)
-    assert isinstance(synapses.synapses(mask, 0, "auto"), synapses.SparseSynapses)
-    assert isinstance(synapses.synapses(torch.ones((1, 64, 64)), 0, "auto"), synapses.DenseSynapses)  # dense mask
+    assert isinstance(synapses.synapses(mask, "auto"), synapses.SparseSynapses)
+    assert isinstance(synapses.synapses(torch.ones((1, 64, 64)), "auto"), synapses.DenseSynapses)  # dense mask
     with pytest.raises(ValueError, match="rule.storage = 'csr'"):
-        synapses.synapses(mask, 0, "csr")
+        synapses.synapses(mask, "csr")
 
 
 def test_storage_config_error():
@@ -112,6 +115,46 @@ def test_ten_thousand_neurons_on_a_100x100_grid():
     s = st.build_structure(cfg, 40, 2, 1)
     assert s.m_rec.shape == (10000, 10000) and float(s.m_rec.diagonal().abs().sum()) == 0
     assert 0.09 < float(s.m_rec.mean()) < 0.12
-    lay = synapses.synapses(torch.cat([s.m_in, s.m_rec])[None], 40, "auto")
+    lay = synapses.synapses(torch.cat([s.m_in, s.m_rec])[None], "auto")
     assert isinstance(lay, synapses.SparseSynapses)
     assert lay.n_synapses == int(s.m_in.count_nonzero() + s.m_rec.count_nonzero())
+
+
+@pytest.mark.parametrize("rule", ["eprop", "diffusion"])
+@pytest.mark.parametrize("switches", [
+    "hardware",                                                      # LIF-style tags (ε^a dropped), shared SR
+    {"preset": "hardware", "drop_alif_eps_a": False, "shared_rng": False, "tag_leak_grid": "exact"},
+    "off",                                                           # float traces through the emulator
+])
+def test_fixed_emulator_sparse_state_equals_dense(rule, switches):
+    """The same integer weights, bit for bit, with per-synapse tags and traces kept dense or at
+    the synapses only (per-element random streams drawn at the synapses' dense indices)."""
+    data = tiny(seeds=[1, 2], batch_size=4, micro_batches=1)
+    data["rule"] = {"name": rule}
+    data["train"]["backend"] = "fixed"
+    data["fixed"] = {"hw": "loihi2", "switches": switches}
+    results = {}
+    for storage in ("dense", "sparse"):
+        data["rule"]["storage"] = storage
+        exp = trainer.setup(config.from_mapping(data))
+        b = trainer.train_batch(exp, 1, 0)
+        emu = exp.emulator
+        assert isinstance(emu.syn, synapses.SparseSynapses) == (storage == "sparse")
+        results[storage] = emu.run(emu.initial_weights(), b.x, b.target, b.keys, 1)
+    dense, sparse = results["dense"], results["sparse"]
+    w0 = exp.emulator.initial_weights()
+    assert any(not torch.equal(a, b) for a, b in zip(dense.weights, w0))          # it learned
+    for a, b in zip(dense.weights, sparse.weights):
+        assert torch.equal(a, b)
+    assert torch.equal(dense.task_loss, sparse.task_loss)
+    for k, v in dense.events.items():   # the dense block also counts tags of absent synapses
+        assert torch.equal(v, sparse.events[k]) if k != "tag" else bool((sparse.events[k] <= v).all())
+
+
+def test_fixed_emulator_sparse_needs_batch_cadence():
+    data = tiny()
+    data["rule"] = {"storage": "sparse"}
+    data["train"]["backend"] = "fixed"
+    data["fixed"] = {"switches": {"preset": "hardware", "cadence": "step"}}
+    with pytest.raises(config.ConfigError, match="rule.storage = 'sparse'.*cadence = 'batch'"):
+        trainer.setup(config.from_mapping(data))

@@ -68,15 +68,19 @@ def step_key(key: int | torch.Tensor, step: int) -> int | torch.Tensor:
 
 
 def random_bits(key: int | torch.Tensor, stream: str, shape: tuple[int, ...], bits: int,
-                shared: bool, device=None) -> torch.Tensor:
+                shared: bool, device=None, index: torch.Tensor | None = None) -> torch.Tensor:
     """Uniform integers in [0, 2^bits) for stochastic rounding: H(step key, stream, index).
 
     ``key`` is :func:`step_key`; a tensor of per-network keys is a prefix of ``shape``.
     ``shared``: one number per step and network, broadcast to all elements, as Lava's simulator
-    draws it; otherwise an independent number per element.
+    draws it; otherwise an independent number per element, at its flat index in ``shape`` or at
+    the given ``index`` (of shape ``shape``; a sparse list of a dense block's elements).
     """
     k = rng.hash_counter(key, STREAMS[stream])
     lead = k.dim() if isinstance(k, torch.Tensor) else 0
+    if index is not None and not shared:
+        k = k.reshape(k.shape + (1,) * (index.dim() - lead)) if lead else k
+        return rng.hash_counter(k, index) >> (32 - bits)
     if shared:
         h = rng.hashes(k, tuple(shape[:lead]), device=device)
         h = h.reshape(h.shape + (1,) * (len(shape) - lead))

@@ -34,9 +34,10 @@ from .. import rng
 from ..float.neurons import alif_init, alif_step
 from ..float.readout import Objective, output_error, rate_regulariser, readout_step, task_loss
 from ..float.rsnn import Network, Params
-from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, eps_a_step,
+from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, eps_a_step, synapse_layout,
                            window_target)
 from ..rules.modulator import Modulator
+from ..rules.synapses import DenseSynapses
 from . import arith
 from .quantize import FixedParams
 from .steps import (Events, check_on_chip_rates, clip_signal, dense_of, direct_signal, error_int, feedback_release, field_diffusion,
@@ -72,6 +73,14 @@ def psi_of_fixed(s: arith.FixedState, q: arith.FixedNeuron, gamma: float, thr: f
     return torch.where(s.r == 0, psi, 0.0)
 
 
+def outer_sum(xs: list[torch.Tensor], ys: list[torch.Tensor], syn) -> torch.Tensor:
+    """Σ_t x_i(t) y_j(t) per synapse of integer traces x (S, B, P), y (S, B, N); exact (the
+    dense block in float64, exact below 2^53; the sparse list in int64)."""
+    if isinstance(syn, DenseSynapses):
+        return torch.einsum("tsbp,tsbn->sbpn", torch.stack(xs).to(F64), torch.stack(ys).to(F64)).long()
+    return sum(syn.pre(x) * syn.post(y) for x, y in zip(xs, ys))
+
+
 @dataclass
 class Emulator:
     """Fixed-point simulation and learning of the S networks of ``net``."""
@@ -81,9 +90,14 @@ class Emulator:
     modulator: Modulator | None
     seeds: list[int]
     compile: bool = True          # fuse the per-synapse tag step with torch.compile on CUDA
+    storage: str = "auto"         # per-synapse state (tags, traces): auto | dense | sparse (rules.synapses)
 
     def __post_init__(self):
         sw = self.fp.switches
+        if self.storage == "sparse" and sw.cadence != "batch":
+            raise ValueError(f"rule.storage = 'sparse': the fixed backend keeps per-synapse state sparse only "
+                             f"with fixed.switches.cadence = 'batch' (now {sw.cadence!r})")
+        self.syn = synapse_layout(self.net, self.storage if sw.cadence == "batch" else "dense")
         mod = self.modulator
         if mod is not None and sw.diffusion_fixed and (mod.n_channels != 1 or not bool((mod.q == 1).all())):
             raise ValueError("fixed.switches.diffusion_fixed: the integer field has one channel with q = 1")
@@ -122,11 +136,11 @@ class Emulator:
     def _dense(self, w: torch.Tensor) -> torch.Tensor:
         return dense_of(w, self.fp)
 
-    def _rand(self, t, stream, shape, bits):
+    def _rand(self, t, stream, shape, bits, index=None):
         """Random bits for stochastic rounding at step t (:class:`.steps.StepRandom`, shared
-        numbers from the batch's precomputed table)."""
+        numbers from the batch's precomputed table); ``index``: sparse synapses' dense indices."""
         row = self._table[t] if self._table is not None else None
-        return StepRandom(self._keys[t], self.fp, row)(stream, shape, bits, device=self.net.device)
+        return StepRandom(self._keys[t], self.fp, row)(stream, shape, bits, device=self.net.device, index=index)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
@@ -149,6 +163,8 @@ class Emulator:
         tb = fp.profile["trace_bits"]
         ifrac = fp.profile["trace_impulse_frac_bits"]
         keep_alif = net.has_alif and not sw.drop_alif_eps_a
+        syn = self.syn
+        self._syn_index = syn.element_index(b)     # per-synapse random streams of sparse state
 
         # what the network computes with: integer Dense weights, or the float weights
         fw = self.float_weights(weights)
@@ -171,20 +187,20 @@ class Emulator:
         z_prev = x.new_zeros((s, b, n))
         x_hist = [x.new_zeros((s, b, n_in))] * sw.dense_delay
         if sw.trace_bits:
-            eps_a = x.new_zeros((s, b, n_pre, n)) if keep_alif else None    # no hardware state holds ε^a
+            eps_a = syn.zeros(s, b, x) if keep_alif else None    # no hardware state holds ε^a
             psi_prev = x.new_zeros((s, b, n))
             x1 = torch.zeros((s, b, n_pre), dtype=torch.int64, device=dev)
             zt = torch.zeros((s, b, n), dtype=torch.int64, device=dev)
-            tag = torch.zeros((s, b, n_pre, n), dtype=torch.int32, device=dev)   # 9 bits; int32 halves traffic
+            tag = syn.zeros(s, b, x1.to(torch.int32))        # 9 bits; int32 halves traffic
             e_sum = torch.zeros_like(tag) if keep_alif else None
             x1_seen, y1_seen = [], []      # for the regulariser's Σ_t x1 ⊗ y1
-            acc = torch.zeros((s, n_pre, n), dtype=torch.int64, device=dev)
+            acc = torch.zeros_like(tag[:, 0], dtype=torch.int64)
             acc_out = torch.zeros((s, n, n_out), dtype=torch.int64, device=dev)
         else:
-            tr = eligibility_init(s, b, n_pre, n, keep_alif, x)          # float traces (ε^v, ε^a, ē)
+            tr = eligibility_init(s, b, n_pre, n, keep_alif, x, syn)     # float traces (ε^v, ε^a, ē)
             zbar = x.new_zeros((s, b, n))
-            e_sum = x.new_zeros((s, b, n_pre, n))
-            acc, acc_out = x.new_zeros((s, n_pre, n)), x.new_zeros((s, n, n_out))
+            e_sum = torch.zeros_like(tr.ebar)
+            acc, acc_out = torch.zeros_like(tr.ebar[:, 0]), x.new_zeros((s, n, n_out))
         field = None
         z_count = x.new_zeros((s, b, n))
         ys = []
@@ -228,7 +244,7 @@ class Emulator:
             # 3: traces (ε^a uses ε^v and ψ of the previous step, before they update)
             if sw.trace_bits:
                 if keep_alif:
-                    eps_a = eps_a_step(eps_a, x1.to(F64) / fp.s_x, psi_prev, p)
+                    eps_a = eps_a_step(eps_a, x1.to(F64) / fp.s_x, psi_prev, p, syn)
                     psi_prev = psi
                 raw = arith.trace_update(x1, pre.long(), fp.x_decay, fp.x_impulse, ifrac,
                                          self._rand(t, "x1_decay", (s, b, n_pre), 12),
@@ -241,7 +257,7 @@ class Emulator:
                                       self._rand(t, "z_impulse", (s, b, n), ifrac),
                                       fp.profile["impulse_frac_doubling"])
             else:
-                tr, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif)
+                tr, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif, syn)
                 zbar = torch.lerp(z, zbar, net.kappa)
             if record:
                 rec["z"].append(z)
@@ -258,7 +274,7 @@ class Emulator:
             # 4: the learning rule
             if sw.trace_bits:
                 if keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
-                    e_f = psi[:, :, None, :] * (x1.to(F64)[..., None] / fp.s_x - p.beta * eps_a)
+                    e_f = syn.post(psi) * (syn.pre(x1.to(F64)) / fp.s_x - syn.post(p.beta) * eps_a)
                     prod = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int()
                     tag = self._tag_step(tag, prod, 0, t, ev)
                     e_sum = e_sum + prod
@@ -275,10 +291,10 @@ class Emulator:
             learning, field = self._learning_signal(signal, field, field_fn, signal_diffuse, err, fb_int, t,
                                                     trial_keys, ev)
             if sw.trace_bits:
-                step_w = third_factor_product(tag, learning.int()[:, :, None, :], fp.ds_ty, fp).long()  # (S, B, P, N)
+                step_w = third_factor_product(tag, syn.post(learning.int()), fp.ds_ty, fp).long()  # per synapse
                 step_o = third_factor_product(zt[..., None], error_int(err, fp)[:, :, None, :], fp.ds_zz, fp)
             else:
-                step_w = -learning[:, :, None, :] * tr.ebar
+                step_w = -syn.post(learning) * tr.ebar
                 step_o = -zbar[..., None] * err[:, :, None, :]
             if sw.cadence == "batch":
                 acc = acc + step_w.sum(1)
@@ -290,11 +306,10 @@ class Emulator:
 
         y_w = torch.stack(ys)
         if learn:
-            if sw.trace_bits and not keep_alif:   # host side: Σ_t x1 ⊗ y1 >> ds, exact in float64
-                e_sum = torch.einsum("tsbp,tsbn->sbpn", torch.stack(x1_seen).to(F64),
-                                     torch.stack(y1_seen).to(F64)).long() >> fp.ds_xy
-            g_reg = regulariser_gradient(z_count, e_sum, t_steps, obj, fp, b)
-            weights = self._write_back_batch(weights, acc, acc_out, g_reg, t_steps, ev)
+            if sw.trace_bits and not keep_alif:   # host side: Σ_t x1 ⊗ y1 >> ds, exact
+                e_sum = outer_sum(x1_seen, y1_seen, syn) >> fp.ds_xy
+            g_reg = regulariser_gradient(z_count, e_sum, t_steps, obj, fp, b, syn)
+            weights = self._write_back_batch(weights, syn.to_dense(acc), acc_out, g_reg, t_steps, ev)
         if record:
             rec = {k: torch.stack(v) for k, v in rec.items() if v}
         return Result(weights, task_loss(y_w, tgt, obj), rate_regulariser(z_count / t_steps, obj), y_w,
@@ -315,9 +330,10 @@ class Emulator:
         """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back);
         with ``x1``, ``y1`` the product is their outer product (the compiled fast path on CUDA)."""
         fp, frac = self.fp, self.fp.frac_bits
-        rand = self._rand(t, "tag", tuple(tag.shape), frac).int()
+        rand = self._rand(t, "tag", tuple(tag.shape), frac, self._syn_index).int()
+        if prod is None and (fp.switches.tag_leak_grid == "exact" or not isinstance(self.syn, DenseSynapses)):
+            prod = self.syn.pre(x1) * self.syn.post(y1)
         if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
-            prod = x1[..., :, None] * y1[..., None, :] if prod is None else prod
             p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
             p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().int()
             raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac, rand)

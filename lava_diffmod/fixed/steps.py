@@ -11,6 +11,7 @@ import functools
 import torch
 
 from ..rules.modulator import Modulator, diffuse as float_diffuse, modulator_step
+from ..rules.synapses import DenseSynapses
 from . import arith
 from .quantize import FixedParams, literal_value
 
@@ -138,15 +139,16 @@ def third_factor_product(a: torch.Tensor, third: torch.Tensor, ds: int, fp: Fixe
 
 
 def regulariser_gradient(z_count: torch.Tensor, e_sum: torch.Tensor, t_steps: int, obj, fp: FixedParams,
-                         batch: int) -> torch.Tensor:
+                         batch: int, syn=None) -> torch.Tensor:
     """The host's g_reg (S, P, N) = red_b t_epoch Σ_b (c_reg/T)(r_bj − f0) Σ_t e_bij(t), from the
-    post spike counts (S, B, N) and Σ_t e (S, B, P, N): float, or with ``trace_bits`` the integer
-    Σ_t x1 y1 >> ds in tag-product units (then converted to float)."""
+    post spike counts (S, B, N) and Σ_t e per synapse (layout ``syn``): float, or with
+    ``trace_bits`` the integer Σ_t x1 y1 >> ds in tag-product units (then converted to float)."""
     from ..rules.eprop import regulariser_coefficient
     if fp.switches.trace_bits:
         e_sum = e_sum.to(F64) * (2.0 ** fp.ds_xy / (fp.s_x * fp.s_y))
     reg = regulariser_coefficient(z_count, t_steps, obj)
-    return obj.batch_scale(batch) * fp.switches.t_epoch * torch.einsum("sbj,sbij->sij", reg, e_sum)
+    syn = syn or DenseSynapses(*e_sum.shape[-2:])
+    return syn.to_dense(obj.batch_scale(batch) * fp.switches.t_epoch * syn.contract_post(reg, e_sum))
 
 
 def check_on_chip_rates(fp: FixedParams) -> None:
@@ -232,10 +234,12 @@ class StepRandom:
             table = arith.shared_random_table(step_key[None])[0]
         self.table = table
 
-    def __call__(self, stream: str, shape: tuple[int, ...], bits: int, device=None) -> torch.Tensor:
+    def __call__(self, stream: str, shape: tuple[int, ...], bits: int, device=None,
+                 index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index``: the elements' flat indices in a dense block (sparse per-synapse state)."""
         if not self.on:
             return torch.zeros(shape, dtype=torch.int64, device=device)
         if self.shared:
             h = self.table[:, arith.STREAMS[stream]] >> (32 - bits)
             return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
-        return arith.random_bits(self.key, stream, shape, bits, False, device=device)
+        return arith.random_bits(self.key, stream, shape, bits, False, device=device, index=index)

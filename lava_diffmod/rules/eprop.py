@@ -100,8 +100,10 @@ def eligibility_init(s: int, b: int, n_pre: int, n: int, has_alif: bool, like: t
 
 
 def eps_a_step(eps_a: torch.Tensor, eps_v_prev: torch.Tensor, psi_prev: torch.Tensor, p,
-               syn=DenseSynapses(0, 0)) -> torch.Tensor:
-    """ε^a_ij(t) = s_a ψ_j(t−1) ε^v_i(t−1) + (ρ − s_a β_j ψ_j(t−1)) ε^a_ij(t−1)."""
+               syn=None) -> torch.Tensor:
+    """ε^a_ij(t) = s_a ψ_j(t−1) ε^v_i(t−1) + (ρ − s_a β_j ψ_j(t−1)) ε^a_ij(t−1)
+    (``syn``: the layout of ε^a, dense by default)."""
+    syn = syn or DenseSynapses(*eps_a.shape[-2:])
     return (p.adapt_scale * syn.post(psi_prev) * syn.pre(eps_v_prev)
             + syn.post(p.rho - p.adapt_scale * p.beta * psi_prev) * eps_a)
 
@@ -112,10 +114,11 @@ def eps_v_step(eps_v: torch.Tensor, pre: torch.Tensor, p) -> torch.Tensor:
 
 
 def eligibility_step(tr: Eligibility, pre: torch.Tensor, psi: torch.Tensor, p, keep: float,
-                     has_alif: bool, syn=DenseSynapses(0, 0)) -> tuple[Eligibility, torch.Tensor]:
+                     has_alif: bool, syn=None) -> tuple[Eligibility, torch.Tensor]:
     """One step of the traces of MODEL.md §3.2; returns them and e(t) per synapse.
 
     ε^a uses ψ(t−1) and ε^v(t−1); ē = keep·ē + (1 − keep)·e with keep = κ."""
+    syn = syn or DenseSynapses(*tr.ebar.shape[-2:])
     eps_a = eps_a_step(tr.eps_a, tr.eps_v, tr.psi_prev, p, syn) if has_alif else tr.eps_a
     eps_v = eps_v_step(tr.eps_v, pre, p)
     e = syn.pre(eps_v) - syn.post(p.beta) * eps_a if has_alif else syn.pre(eps_v)
@@ -130,7 +133,7 @@ def regulariser_coefficient(z_count: torch.Tensor, t_steps: int, obj: Objective)
 
 def synapse_layout(net: Network, storage: str = "auto"):
     """Where the traces of the combined matrix [W_in; W_rec] (S, P, N) live (:mod:`.synapses`)."""
-    return synapses(torch.cat([net.m_in, net.m_rec], dim=1), net.n_in, storage)
+    return synapses(torch.cat([net.m_in, net.m_rec], dim=1), storage)
 
 
 def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,

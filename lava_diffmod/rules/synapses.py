@@ -11,10 +11,10 @@ at the E = nnz(M) synapses only, (S, B, E), and gathers per-neuron quantities on
     \mathrm{pre}(u)_{bk} = u_{b,i_k}, \qquad \mathrm{post}(v)_{bk} = v_{b,j_k}, \qquad
     g_{i_k j_k} = \sum_b \mathrm{post}(L)_{bk}\, \bar e_{bk}
 
-Both layouts offer the same four operations, so one e-prop code serves both and the results
-agree to float rounding (tested). Seeds with fewer synapses than the largest are padded with a
-masked synapse (pre = first recurrent unit, post = itself: the zero diagonal of M_rec), whose
-contributions are dropped before the scatter.
+Both layouts offer the same operations, so one e-prop code (float, and the fixed-point
+emulator's) serves both; the results agree to float rounding, the emulator's integers exactly
+(tested). Seeds with fewer synapses than the largest are padded with synapses whose presynaptic
+value is always 0 (an extra zero column), so their traces, tags and gradients stay exactly 0.
 """
 from __future__ import annotations
 
@@ -47,24 +47,27 @@ class DenseSynapses:
     def to_dense(self, g: torch.Tensor) -> torch.Tensor:
         return g
 
+    def element_index(self, b: int) -> None:
+        """Per-element random streams index the dense (B, P, N) block: nothing to gather."""
+        return None
+
 
 class SparseSynapses:
     """Per-synapse state as (S, B, E) lists over the nonzeros of the masks, (pre_k, post_k)."""
 
-    def __init__(self, mask: torch.Tensor, pad_pre: int):
-        """``mask`` (S, P, N): 1 where a synapse exists; ``pad_pre``: a pre row whose entry
-        (pad_pre, 0) is masked in every seed (the recurrent diagonal)."""
+    def __init__(self, mask: torch.Tensor):
+        """``mask`` (S, P, N): 1 where a synapse exists."""
         s, self.n_pre, self.n_post = mask.shape
         nz = [m.flatten().nonzero().squeeze(1) for m in mask]
         e = max(1, max(len(k) for k in nz))
-        pad = pad_pre * self.n_post
-        flat = torch.full((s, e), pad, dtype=torch.int64, device=mask.device)
+        flat = torch.zeros((s, e), dtype=torch.int64, device=mask.device)
         self.valid = torch.zeros((s, e), dtype=mask.dtype, device=mask.device)
         for i, k in enumerate(nz):
             flat[i, :len(k)] = k
             self.valid[i, :len(k)] = 1
         self.flat = flat
-        self.pre_idx, self.post_idx = flat // self.n_post, flat % self.n_post
+        self.pre_idx = torch.where(self.valid > 0, flat // self.n_post, self.n_pre)   # pads: the zero column
+        self.post_idx = flat % self.n_post
 
     @property
     def n_synapses(self) -> int:
@@ -82,7 +85,8 @@ class SparseSynapses:
         return u.gather(-1, index[:, None, :].expand(-1, u.shape[1], -1))
 
     def pre(self, u: torch.Tensor) -> torch.Tensor:
-        return self._gather(u, self.pre_idx)
+        """u (S, B, P) at each synapse's pre unit; 0 at the pads."""
+        return self._gather(torch.cat([u, u.new_zeros((*u.shape[:-1], 1))], -1), self.pre_idx)
 
     def post(self, v: torch.Tensor) -> torch.Tensor:
         return self._gather(v, self.post_idx)
@@ -97,8 +101,14 @@ class SparseSynapses:
         out.scatter_add_(1, self.flat, g * self.valid.to(g.dtype))
         return out.reshape(-1, self.n_pre, self.n_post)
 
+    def element_index(self, b: int) -> torch.Tensor:
+        """(S, B, E) flat index of each synapse in a dense (B, P, N) block: the per-element
+        random streams then draw the same number for a synapse as the dense layout does."""
+        block = torch.arange(b, device=self.flat.device)[None, :, None] * (self.n_pre * self.n_post)
+        return block + self.flat[:, None, :]
 
-def synapses(mask: torch.Tensor, pad_pre: int, storage: str = "auto"):
+
+def synapses(mask: torch.Tensor, storage: str = "auto"):
     """The layout for per-synapse state of ``mask`` (S, P, N), built once (host work).
 
     ``auto``: sparse when the dense traces would be large (S·P·N ≥ 2²⁰ per trial) and the mask
@@ -109,4 +119,4 @@ def synapses(mask: torch.Tensor, pad_pre: int, storage: str = "auto"):
     if storage == "auto":
         big = s * p * n >= AUTO_MIN_ENTRIES
         storage = "sparse" if big and float(mask.count_nonzero()) <= AUTO_MAX_DENSITY * mask.numel() else "dense"
-    return SparseSynapses(mask, pad_pre) if storage == "sparse" else DenseSynapses(p, n)
+    return SparseSynapses(mask) if storage == "sparse" else DenseSynapses(p, n)

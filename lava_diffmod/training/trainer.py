@@ -110,7 +110,8 @@ def setup(cfg: Config) -> Experiment:
         fp = quantize(net, profile, switches, cfg.fixed, rule.objective, cfg.train.batch_size,
                       cfg.diffusion if rule.name == "diffusion" else None, list(cfg.train.seeds))
         try:
-            emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds))
+            emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds),
+                                storage=cfg.rule.storage)
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
     dopa = None
