@@ -88,7 +88,7 @@ def cmd_train(args) -> int:
     else:
         if args.config is None:
             raise ConfigError("--config: give a TOML config (see examples/)")
-        cfg = config_mod.load(args.config, overrides(args))
+        cfg = config_mod.load(config_mod.config_path(args.config), overrides(args))
         if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ConfigError("--out: data-parallel processes need one run directory; give --out")
         run_dir = Path(args.out) if args.out else default_run_dir(cfg)
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a task with a rule (seeds batched)")
-    t.add_argument("--config", help="TOML config, e.g. examples/cue_accumulation.toml")
+    t.add_argument("--config", help="a task name (cue_accumulation, dms, pattern_generation, ...) or a TOML config")
     t.add_argument("--rule", help="bptt | eprop | diffusion | modprop | dopamine")
     t.add_argument("--mode", help="e-prop mode: factorised | online")
     t.add_argument("--k", type=float, help="diffusion retention k in [0, 1]")

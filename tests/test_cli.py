@@ -184,3 +184,9 @@ def test_divergence_reported_in_one_line(tmp_path, capsys, monkeypatch):
     assert cli.main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     line = one_error_line(capsys)
     assert "iteration 2" in line and "NaN" in line
+
+
+def test_train_config_takes_a_task_name_or_a_file(tmp_path, capsys):
+    assert cli.main(["train", "--config", "no_such_task", "--out", str(tmp_path / "x")]) == 2
+    line = one_error_line(capsys)
+    assert "--config no_such_task: no such file, and not a task name (cue_accumulation" in line
