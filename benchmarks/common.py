@@ -22,9 +22,9 @@ RULES = [("bptt", "bptt", "factorised"), ("eprop_online", "eprop", "online"),
 
 
 def experiment(rule: str, mode: str, seeds: int, batch: int, device: str, graphs: bool = True,
-               task_params: dict | None = None, example: str = "cue_accumulation"):
+               task_params: dict | None = None, example: str = "cue_accumulation", storage: str = "auto"):
     """The cue-accumulation experiment of examples/ with S seeds and one pass of ``batch``."""
-    over = {"rule.name": rule, "rule.mode": mode, "train.seeds": list(range(1, seeds + 1)),
+    over = {"rule.name": rule, "rule.mode": mode, "rule.storage": storage, "train.seeds": list(range(1, seeds + 1)),
             "train.batch_size": batch, "train.micro_batches": 1, "train.device": device,
             "train.cuda_graphs": graphs, "train.progress": False}
     if task_params:

@@ -2,8 +2,10 @@
 
 Cue accumulation at the paper's sizes (100 neurons, T = 2050), one seed, batch 16: trial-steps
 per second of one gradient computation for BPTT, e-prop online, e-prop factorised and
-diffusion (factorised), and each path's speed relative to e-prop factorised. Absolute CPU
-times on a shared machine are noisy; the ratios, measured in the same run, are the result.
+diffusion (factorised), and each path's speed relative to e-prop factorised; e-prop online and
+the fixed emulator with their per-synapse state at the synapses (``rule.storage`` auto = sparse
+here) and dense. Absolute CPU times on a shared machine are noisy; the ratios, measured in the
+same run, are the result.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ SEEDS, BATCH = 1, 16
 def main() -> None:
     torch.set_num_threads(1)
     out = {}
-    for label, rule, mode in RULES:
-        exp = experiment(rule, mode, SEEDS, BATCH, "cpu")
+    for label, rule, mode, storage in [(*r, "auto") for r in RULES] + [("eprop_online_dense", "eprop", "online", "dense")]:
+        exp = experiment(rule, mode, SEEDS, BATCH, "cpu", storage=storage)
         batch = trainer.train_batch(exp, 1, 0)
         params = exp.net.params
         t = timed(lambda: exp.engine.gradients(params, batch.x, batch.target, batch.keys), "cpu", 3)
@@ -36,17 +38,23 @@ def main() -> None:
     # the fixed-point emulator (loihi2, every switch on) on the same workload
     from benchmarks.common import ROOT
     from lava_diffmod import config as config_mod
-    cfg = config_mod.load(ROOT / "examples" / "cue_accumulation.toml", {
-        "train.seeds": list(range(1, SEEDS + 1)), "train.batch_size": BATCH, "train.micro_batches": 1,
-        "train.backend": "fixed", "train.progress": False})
-    fexp = trainer.setup(cfg)
-    fb = fexp.task.batch(fexp.seeds, "train", 1, range(BATCH), "cpu", torch.float64)
-    w = fexp.emulator.initial_weights()
-    t = timed(lambda: fexp.emulator.run(w, fb.x, fb.target, fb.keys, 1), "cpu", 1)
-    out["fixed_hardware"] = {"seconds_per_batch": round(t, 3), "trial_steps_per_s": round(SEEDS * BATCH * fexp.task.steps / t),
-                             "time_relative_to_eprop_factorised": round(t / out["eprop_factorised"]["seconds_per_batch"], 2)}
+    for label, storage in (("fixed_hardware", "auto"), ("fixed_hardware_dense", "dense")):
+        cfg = config_mod.load(ROOT / "examples" / "cue_accumulation.toml", {
+            "train.seeds": list(range(1, SEEDS + 1)), "train.batch_size": BATCH, "train.micro_batches": 1,
+            "train.backend": "fixed", "train.progress": False, "rule.storage": storage})
+        fexp = trainer.setup(cfg)
+        fb = fexp.task.batch(fexp.seeds, "train", 1, range(BATCH), "cpu", torch.float64)
+        w = fexp.emulator.initial_weights()
+        t = timed(lambda: fexp.emulator.run(w, fb.x, fb.target, fb.keys, 1), "cpu", 1)
+        out[label] = {"seconds_per_batch": round(t, 3), "trial_steps_per_s": round(SEEDS * BATCH * fexp.task.steps / t),
+                      "time_relative_to_eprop_factorised": round(t / out["eprop_factorised"]["seconds_per_batch"], 2),
+                      "storage": type(fexp.emulator.syn).__name__}
+    t = out["fixed_hardware"]["seconds_per_batch"]
     out["throughput_ratio_fixed_over_float_factorised"] = round(out["eprop_factorised"]["seconds_per_batch"] / t, 3)
     out["throughput_ratio_fixed_over_float_online"] = round(out["eprop_online"]["seconds_per_batch"] / t, 3)
+    out["speedup_sparse_over_dense_state"] = {
+        "eprop_online": round(out["eprop_online_dense"]["seconds_per_batch"] / out["eprop_online"]["seconds_per_batch"], 2),
+        "fixed_hardware": round(out["fixed_hardware_dense"]["seconds_per_batch"] / t, 2)}
     exp = experiment("diffusion", "factorised", SEEDS, BATCH, "cpu")
     out["data_seconds_per_batch"] = round(timed(lambda: trainer.train_batch(exp, 1, 0), "cpu", 3), 3)
     out["setup"] = {"task": "cue_accumulation", "seeds": SEEDS, "batch": BATCH, "steps": 2050,

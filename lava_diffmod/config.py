@@ -422,6 +422,8 @@ def config_path(name_or_path: str | Path) -> Path:
         return path
     if str(name_or_path) in TASKS and (EXAMPLES / f"{name_or_path}.toml").is_file():
         return EXAMPLES / f"{name_or_path}.toml"
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        raise ConfigError(f"config file {str(name_or_path)!r}: not found")
     raise ConfigError(f"--config {name_or_path}: no such file, and not a task name ({', '.join(TASKS)})")
 
 

@@ -77,10 +77,8 @@ def test_sparse_layout_scatters_only_onto_synapses():
     assert lay.element_index(2)[0].tolist() == [[1, 11], [13, 23]]            # b·P·N + p·N + n
 
 
-def test_auto_storage(monkeypatch):
+def test_auto_storage():
     mask = (torch.rand((1, 64, 64)) < 0.1).double()
-    assert isinstance(synapses.synapses(mask, "auto"), synapses.DenseSynapses)    # small: dense
-    monkeypatch.setattr(synapses, "AUTO_MIN_ENTRIES", 0)
     assert isinstance(synapses.synapses(mask, "auto"), synapses.SparseSynapses)
     assert isinstance(synapses.synapses(torch.ones((1, 64, 64)), "auto"), synapses.DenseSynapses)  # dense mask
     with pytest.raises(ValueError, match="rule.storage = 'csr'"):
