@@ -271,10 +271,13 @@ class Config:
             if key.endswith("_range") and not (len(value) == 2 and value[0] <= value[1]):
                 raise ConfigError(f"task.params.{key} = {_short(value)}: must be [lo, hi] with lo <= hi")
         try:
-            make_task(self.task, self.neuron.dt)
+            task = make_task(self.task, self.neuron.dt)
         except (TypeError, OverflowError) as e:
             raise ConfigError(f"task.params = {_short(self.task.params)}: not valid for task "
                               f"{self.task.name} ({e})") from None
+        if task.frozen and self.train.batch_size > task.n_frozen:
+            raise ConfigError(f"train.batch_size = {self.train.batch_size}: task {self.task.name} has only "
+                              f"{task.n_frozen} frozen trials (task.params.n_frozen)")
         mu = self.modprop.mu
         if mu != "auto":
             _check_number("modprop.mu", mu, float, (0, math.inf, False, False))

@@ -93,6 +93,8 @@ def test_the_grid_varies_k_for_diffusion_and_fixed_point_for_the_on_chip_rules_o
     ({"iterations": 0}, "--iterations 0: must be >= 1"),
     ({"rules": ("bptt",), "backends": ("fixed",)}, "the fixed backend trains eprop, diffusion only"),
     ({"overrides": {**TINY_SETS, "train.lr": -1.0}}, r"train.lr = -1.0: must be in \(0, inf\]"),
+    ({"tasks": ("pattern_generation",), "overrides": {"train.batch_size": 32}},
+     "train.batch_size = 32: task pattern_generation has only 8 frozen trials"),
 ])
 def test_bad_options_are_refused_before_anything_is_submitted(fields, message):
     with pytest.raises(ConfigError, match=message):

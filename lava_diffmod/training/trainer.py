@@ -91,10 +91,6 @@ def gradient_rule(cfg: Config, task, net: Network) -> Rule:
 def setup(cfg: Config) -> Experiment:
     """Build the task, the S networks and the rule of a validated config."""
     task = make_task(cfg.task, cfg.neuron.dt)
-    if task.frozen and cfg.train.batch_size > task.n_frozen:
-        raise config_mod.ConfigError(
-            f"train.batch_size = {cfg.train.batch_size}: task {cfg.task.name} has only "
-            f"{task.n_frozen} frozen trials (task.params.n_frozen)")
     fixed = cfg.train.backend == "fixed"
     dtype = torch.float64 if fixed else getattr(torch, cfg.train.dtype)
     device = torch.device(cfg.train.device)
