@@ -64,11 +64,13 @@ def fixed_cfg(device, **extra):
     return small_cfg("diffusion", device, **over)
 
 
-def test_fixed_emulator_same_bits_on_cpu_and_cuda():
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_fixed_emulator_same_bits_on_cpu_and_cuda(storage):
     """The hardware-faithful emulator (every switch on) gives identical integers on both devices
-    (weights, spikes, integer tags, events); on CUDA its tag step is the torch.compile'd kernel."""
-    cpu = trainer.setup(fixed_cfg("cpu"))
-    gpu = trainer.setup(fixed_cfg("cuda"))
+    (weights, spikes, integer tags, events), with its per-synapse state dense (on CUDA the tag
+    step is then the torch.compile'd kernel) or at the synapses only."""
+    cpu = trainer.setup(fixed_cfg("cpu", **{"rule.storage": storage}))
+    gpu = trainer.setup(fixed_cfg("cuda", **{"rule.storage": storage}))
     assert gpu.emulator.tag_outer is not cpu.emulator.tag_outer
     for it in (1, 2):
         b_cpu = cpu.task.batch(cpu.seeds, "train", it, range(4), "cpu", torch.float64)
