@@ -220,7 +220,7 @@ class Config:
         if isinstance(c, dict):
             for key, value in c.items():
                 if key not in RULES:
-                    raise ConfigError(f"rule.c_reg.{_name(key)}: unknown rule; allowed: {', '.join(RULES)}")
+                    raise ConfigError(f"rule.c_reg.{key_name(key)}: unknown rule; allowed: {', '.join(RULES)}")
                 _check_number(f"rule.c_reg.{key}", value, float, (0, math.inf, False, False))
             if self.c_reg_key() not in c:
                 raise ConfigError(f"rule.c_reg has no entry for rule '{self.rule.name}'; "
@@ -245,7 +245,7 @@ class Config:
                               f"train.batch_size = {self.train.batch_size}")
         seeds = self.train.seeds
         if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < 2**63 for s in seeds):
-            raise ConfigError(f"train.seeds = {_short(seeds)}: must be a non-empty list of integers "
+            raise ConfigError(f"train.seeds = {short_repr(seeds)}: must be a non-empty list of integers "
                               f"in [0, 2^63 - 1]")
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"train.seeds = {seeds!r}: seeds must be distinct")
@@ -255,7 +255,7 @@ class Config:
         defaults = {f.name: f.default for f in dataclasses.fields(REGISTRY[self.task.name][0])}
         for key, value in self.task.params.items():   # list parameters: make_task checks no entries
             if key not in defaults or key == "dt":
-                raise ConfigError(f"task.params.{_name(key)}: unknown parameter of task {self.task.name}; "
+                raise ConfigError(f"task.params.{key_name(key)}: unknown parameter of task {self.task.name}; "
                                   f"allowed: {', '.join(k for k in defaults if k != 'dt')}")
             default = defaults.get(key)
             if not (isinstance(default, tuple) and default and isinstance(value, list)):
@@ -263,17 +263,17 @@ class Config:
             for i, v in enumerate(value):
                 if isinstance(default[0], str):
                     if not isinstance(v, str):
-                        raise ConfigError(f"task.params.{key}[{i}] = {_short(v)}: must be a string")
+                        raise ConfigError(f"task.params.{key}[{i}] = {short_repr(v)}: must be a string")
                 else:
                     _check_number(f"task.params.{key}[{i}]", v, float, (0, math.inf, False, False))
             if not isinstance(default[0], str) and not value:
                 raise ConfigError(f"task.params.{key} = []: must hold at least one number")
             if key.endswith("_range") and not (len(value) == 2 and value[0] <= value[1]):
-                raise ConfigError(f"task.params.{key} = {_short(value)}: must be [lo, hi] with lo <= hi")
+                raise ConfigError(f"task.params.{key} = {short_repr(value)}: must be [lo, hi] with lo <= hi")
         try:
             task = make_task(self.task, self.neuron.dt)
         except (TypeError, OverflowError) as e:
-            raise ConfigError(f"task.params = {_short(self.task.params)}: not valid for task "
+            raise ConfigError(f"task.params = {short_repr(self.task.params)}: not valid for task "
                               f"{self.task.name} ({e})") from None
         if task.frozen and self.train.batch_size > task.n_frozen:
             raise ConfigError(f"train.batch_size = {self.train.batch_size}: task {self.task.name} has only "
@@ -298,12 +298,12 @@ class Config:
         hints = typing.get_type_hints(DopamineConfig)
         for key, value in self.dopamine.items():
             if key not in fields:
-                raise ConfigError(f"dopamine.{_name(key)}: unknown key; allowed: {', '.join(sorted(fields))}")
+                raise ConfigError(f"dopamine.{key_name(key)}: unknown key; allowed: {', '.join(sorted(fields))}")
             hint = hints[key]
             if hint is bool and not isinstance(value, bool):
-                raise ConfigError(f"dopamine.{key} = {_short(value)}: must be true or false")
+                raise ConfigError(f"dopamine.{key} = {short_repr(value)}: must be true or false")
             if hint is str and not isinstance(value, str):
-                raise ConfigError(f"dopamine.{key} = {_short(value)}: must be a string")
+                raise ConfigError(f"dopamine.{key} = {short_repr(value)}: must be a string")
             if hint in (int, float) or hint == (float | None):   # TOML has no null: s0 is left out
                 _check_number(f"dopamine.{key}", value, int if hint is int else float,
                               (-math.inf, math.inf, False, False))
@@ -315,15 +315,7 @@ class Config:
     def switches_setup(self):
         """The validated Switches of ``fixed.switches``."""
         from .fixed.switches import Switches
-        spec = self.fixed.switches
-        if not isinstance(spec, (str, dict)) or not isinstance(spec.get("preset", "off") if isinstance(spec, dict) else spec, str):
-            raise ConfigError(f"fixed.switches = {_short(spec)}: must be \"off\", \"hardware\" or a table "
-                              f"{{preset = \"off\"|\"hardware\", <switch> = ...}}")
-        names = ["preset", *(f.name for f in dataclasses.fields(Switches))]
-        for key in spec if isinstance(spec, dict) else ():
-            if key not in names:
-                raise ConfigError(f"fixed.switches.{_name(key)}: unknown switch; allowed: {', '.join(names)}")
-        return Switches.from_spec(spec)
+        return Switches.from_spec(self.fixed.switches)
 
     def fixed_setup(self):
         """(profile, switches) of the fixed backend, validated."""
@@ -343,7 +335,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _short(value, limit: int = 60) -> str:
+def short_repr(value, limit: int = 60) -> str:
     """repr of a value for an error message, cut to ``limit`` characters."""
     text = repr(value)
     if len(text) > limit and isinstance(value, int) and not isinstance(value, bool):
@@ -351,9 +343,9 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _name(key) -> str:
+def key_name(key) -> str:
     """A key for an error message: as written if printable, else its repr (one line)."""
-    return key if isinstance(key, str) and key.isprintable() and key else _short(key)
+    return key if isinstance(key, str) and key.isprintable() and key else short_repr(key)
 
 
 def _check_number(path: str, value, kind, rng) -> None:
@@ -362,7 +354,7 @@ def _check_number(path: str, value, kind, rng) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path} = {value!r}: must be finite")
     if isinstance(value, int) and not -2**63 <= value < 2**63:
-        raise ConfigError(f"{path} = {_short(value)}: out of range; TOML integers are 64-bit "
+        raise ConfigError(f"{path} = {short_repr(value)}: out of range; TOML integers are 64-bit "
                           f"(allowed: [-2^63, 2^63 - 1])")
     lo, hi, lo_open, hi_open = rng
     bad_lo = value <= lo if lo_open else value < lo
@@ -402,7 +394,7 @@ def from_dict(cls, data: dict, path: str = ""):
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         where = f"{path}." if path else ""
-        raise ConfigError(f"{where}{_name(unknown[0])}: "
+        raise ConfigError(f"{where}{key_name(unknown[0])}: "
                           f"unknown key; allowed: {', '.join(fields)}")
     kwargs = {}
     for name, value in data.items():
@@ -430,21 +422,25 @@ def config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"--config {name_or_path}: no such file, and not a task name ({', '.join(TASKS)})")
 
 
-def load(path: str | Path, overrides: dict | None = None) -> Config:
-    """Read a TOML config, apply ``{"section.key": value}`` overrides, validate."""
-    path = Path(path)
+def read_toml(path: Path, what: str, error: type = ConfigError, missing: str = "") -> dict:
+    """The table of a TOML file, or one ``error`` line naming ``what`` and the path (unreadable,
+    not found — then ``missing`` is appended — or not valid TOML)."""
     try:
         text = path.read_bytes() if path.is_file() else None
     except OSError as e:
-        raise ConfigError(f"config file {_short(str(path), 200)}: cannot be read ({e.strerror})") from None
+        raise error(f"{what} {short_repr(str(path), 200)}: cannot be read ({e.strerror})") from None
     if text is None:
-        raise ConfigError(f"config file {str(path)!r}: not found")
+        raise error(f"{what} {str(path)!r}: not found{missing}")
     try:
-        data = tomllib.loads(text.decode("utf-8"))
+        return tomllib.loads(text.decode("utf-8"))
     except (ValueError, RecursionError) as e:   # TOMLDecodeError, bad UTF-8, an int of > 4300 digits
-        what = "nested too deeply" if isinstance(e, RecursionError) else (str(e).splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"config file {str(path)!r}: not valid TOML ({what})") from None
-    return from_mapping(data, overrides)
+        detail = "nested too deeply" if isinstance(e, RecursionError) else (str(e).splitlines() or [type(e).__name__])[0]
+        raise error(f"{what} {str(path)!r}: not valid TOML ({detail})") from None
+
+
+def load(path: str | Path, overrides: dict | None = None) -> Config:
+    """Read a TOML config, apply ``{"section.key": value}`` overrides, validate."""
+    return from_mapping(read_toml(Path(path), "config file"), overrides)
 
 
 def from_mapping(data: dict, overrides: dict | None = None) -> Config:
@@ -454,10 +450,10 @@ def from_mapping(data: dict, overrides: dict | None = None) -> Config:
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
     for dotted, value in (overrides or {}).items():
         if not isinstance(dotted, str) or "." not in dotted:
-            raise ConfigError(f"override {_short(dotted)}: must be 'section.key'")
+            raise ConfigError(f"override {short_repr(dotted)}: must be 'section.key'")
         section, key = dotted.split(".", 1)
         if not isinstance(data.setdefault(section, {}), dict):
-            raise ConfigError(f"{section} = {_short(data[section])}: must be a table (override {dotted})")
+            raise ConfigError(f"{section} = {short_repr(data[section])}: must be a table (override {dotted})")
         data[section][key] = value
     return from_dict(Config, data).validate()
 

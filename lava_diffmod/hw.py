@@ -24,20 +24,14 @@ from __future__ import annotations
 
 import importlib.resources
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError
+from .config import ConfigError, key_name, read_toml, short_repr
 
 if TYPE_CHECKING:
     from .config import Config
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 UNKNOWN = "unknown"
 
@@ -191,36 +185,16 @@ def _check_value(where: str, name: str, spec: Key, value) -> Any:
         return tuple(value)
     number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if spec.kind == "int" and not (number_ok and isinstance(value, int)):
-        raise ProfileError(f"{where}: keys.{name} = {_short(value)}: must be an integer")
+        raise ProfileError(f"{where}: keys.{name} = {short_repr(value)}: must be an integer")
     if spec.kind == "float" and not (number_ok and (isinstance(value, int) or math.isfinite(value))):
-        raise ProfileError(f"{where}: keys.{name} = {_short(value)}: must be a finite number")
+        raise ProfileError(f"{where}: keys.{name} = {short_repr(value)}: must be a finite number")
     if not spec.lo <= value <= spec.hi:
-        raise ProfileError(f"{where}: keys.{name} = {_short(value)}: must be in [{spec.lo:g}, {spec.hi:g}]")
+        raise ProfileError(f"{where}: keys.{name} = {short_repr(value)}: must be in [{spec.lo:g}, {spec.hi:g}]")
     return value
 
 
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _name(key) -> str:
-    return key if isinstance(key, str) and key.isprintable() and key else _short(key)
-
-
 def _read(path: Path) -> dict:
-    try:
-        text = path.read_bytes() if path.is_file() else None
-    except OSError as e:
-        raise ProfileError(f"hw profile {_short(str(path), 200)}: cannot be read ({e.strerror})") from None
-    if text is None:
-        raise ProfileError(f"hw profile {str(path)!r}: not found; shipped profiles: "
-                           f"{', '.join(shipped_profiles())}")
-    try:
-        return tomllib.loads(text.decode("utf-8"))
-    except (ValueError, RecursionError) as e:   # TOMLDecodeError, bad UTF-8, an int of > 4300 digits
-        what = "nested too deeply" if isinstance(e, RecursionError) else (str(e).splitlines() or [type(e).__name__])[0]
-        raise ProfileError(f"hw profile {str(path)!r}: not valid TOML ({what})") from None
+    return read_toml(path, "hw profile", ProfileError, f"; shipped profiles: {', '.join(shipped_profiles())}")
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -234,19 +208,19 @@ def load_profile(name_or_path: str | Path) -> Profile:
     where = path.name
     unknown_tables = sorted(set(data) - {"profile", "keys"})
     if unknown_tables:
-        raise ProfileError(f"{where}: [{_name(unknown_tables[0])}]: unknown table; allowed: [profile], [keys]")
+        raise ProfileError(f"{where}: [{key_name(unknown_tables[0])}]: unknown table; allowed: [profile], [keys]")
     head = data.get("profile")
     if not isinstance(head, dict) or not isinstance(head.get("name"), str) or not head["name"]:
         raise ProfileError(f"{where}: [profile] needs name = \"...\"")
     bad = sorted(set(head) - {"name", "description", "inherits", "ideal"})
     if bad:
-        raise ProfileError(f"{where}: profile.{_name(bad[0])}: unknown key; allowed: name, description, inherits, ideal")
+        raise ProfileError(f"{where}: profile.{key_name(bad[0])}: unknown key; allowed: name, description, inherits, ideal")
     ideal = head.get("ideal", False)
     if not isinstance(ideal, bool):
-        raise ProfileError(f"{where}: profile.ideal = {_short(ideal)}: must be true or false")
+        raise ProfileError(f"{where}: profile.ideal = {short_repr(ideal)}: must be true or false")
     for key in ("description", "inherits"):
         if not isinstance(head.get(key, ""), str):
-            raise ProfileError(f"{where}: profile.{key} = {_short(head[key])}: must be a string")
+            raise ProfileError(f"{where}: profile.{key} = {short_repr(head[key])}: must be a string")
     keys = data.get("keys", {})
     if not isinstance(keys, dict):
         raise ProfileError(f"{where}: [keys] must be a table")
@@ -263,7 +237,7 @@ def load_profile(name_or_path: str | Path) -> Profile:
     values, sources, verified = dict(base.values), dict(base.sources), dict(base.verified)
     for name, entry in keys.items():
         if name not in SCHEMA:
-            raise ProfileError(f"{where}: keys.{_name(name)}: unknown key; see lava_diffmod.hw.SCHEMA for the allowed keys")
+            raise ProfileError(f"{where}: keys.{key_name(name)}: unknown key; see lava_diffmod.hw.SCHEMA for the allowed keys")
         if not isinstance(entry, dict) or set(entry) - {"value", "source", "verified"} or "value" not in entry:
             raise ProfileError(f"{where}: keys.{name}: must be {{ value = ..., source = \"...\", verified = true|false }}")
         if not isinstance(entry.get("source"), str) or not entry["source"].strip():

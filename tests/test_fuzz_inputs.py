@@ -477,6 +477,15 @@ def test_config_random_text(n, scratch):
     run()
 
 
+def flip_bytes(raw: bytes, data) -> bytes:
+    """``raw`` with 1–3 bytes at drawn positions XORed with drawn nonzero values."""
+    buf = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] ^= data.draw(st.integers(1, 255))
+    return bytes(buf)
+
+
 @sizes(150, 3000)
 def test_config_truncated_and_flipped(n, scratch):
     """Valid config files cut at a random offset, or with a few bytes changed."""
@@ -491,11 +500,7 @@ def test_config_truncated_and_flipped(n, scratch):
             cut = data.draw(st.integers(0, len(raw) - 1))
             raw = raw[:cut]
         else:
-            raw = bytearray(raw)
-            for _ in range(data.draw(st.integers(1, 3))):
-                i = data.draw(st.integers(0, len(raw) - 1))
-                raw[i] ^= data.draw(st.integers(1, 255))
-            raw = bytes(raw)
+            raw = flip_bytes(raw, data)
         cfg, err = load_config_text(scratch, raw)
         if err is None:
             assert_valid_config(cfg, scratch)
@@ -710,11 +715,7 @@ def test_profile_random_text_and_names(n, scratch):
         elif how == "truncate":
             raw = raw[:data.draw(st.integers(0, len(raw) - 1))]
         else:
-            raw = bytearray(raw)
-            for _ in range(data.draw(st.integers(1, 3))):
-                i = data.draw(st.integers(0, len(raw) - 1))
-                raw[i] ^= data.draw(st.integers(1, 255))
-            raw = bytes(raw)
+            raw = flip_bytes(raw, data)
         p, err = load_profile_bytes(scratch, raw)
         if err is None:
             assert_valid_profile(p, scratch)

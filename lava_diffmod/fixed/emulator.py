@@ -164,7 +164,8 @@ class Emulator:
         ifrac = fp.profile["trace_impulse_frac_bits"]
         keep_alif = net.has_alif and not sw.drop_alif_eps_a
         syn = self.syn
-        self._syn_index = syn.element_index(b)     # per-synapse random streams of sparse state
+        per_element = sw.stoch_round and not sw.shared_rng      # else the index is never read
+        self._syn_index = syn.element_index(b) if per_element else None   # sparse state's random streams
 
         # what the network computes with: integer Dense weights, or the float weights
         fw = self.float_weights(weights)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import ConfigError, key_name, short_repr
 
 
 @dataclass(frozen=True)
@@ -81,18 +81,21 @@ class Switches:
         """``"off"``, ``"hardware"``, or a table ``{preset = "hardware", trace_bits = false, ...}``."""
         if isinstance(spec, str):
             if spec not in ("off", "hardware"):
-                raise ConfigError(f"fixed.switches = {spec!r}: must be off, hardware or a table")
+                raise ConfigError(f"fixed.switches = {short_repr(spec)}: must be off, hardware or a table")
             return getattr(cls, spec)()
+        if not isinstance(spec, dict) or not isinstance(spec.get("preset", "off"), str):
+            raise ConfigError(f"fixed.switches = {short_repr(spec)}: must be \"off\", \"hardware\" or a table "
+                              f"{{preset = \"off\"|\"hardware\", <switch> = ...}}")
         spec = dict(spec)
         preset = spec.pop("preset", "off")
         base = cls.from_spec(preset)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in spec.items():
             if key not in fields:
-                raise ConfigError(f"fixed.switches.{key}: unknown switch; allowed: preset, {', '.join(fields)}")
+                raise ConfigError(f"fixed.switches.{key_name(key)}: unknown switch; allowed: preset, {', '.join(fields)}")
             kind = type(getattr(base, key))
             if type(value) is not kind:
-                raise ConfigError(f"fixed.switches.{key} = {value!r}: must be a {kind.__name__}")
+                raise ConfigError(f"fixed.switches.{key} = {short_repr(value)}: must be a {kind.__name__}")
         return dataclasses.replace(base, **spec)
 
     def names(self) -> list[str]:

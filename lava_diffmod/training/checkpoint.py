@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -53,7 +54,6 @@ def load(path: Path, like: Params) -> tuple[Params, OptState, int, dict]:
     Floating tensors may be stored as float32 or float64 (they are cast to ``like``'s dtype, e.g.
     ``evaluate --dtype``); integer weights must have ``like``'s dtype exactly. Every tensor must
     be finite, every name known, and the optimiser moments complete (all of m and v, or none)."""
-    import torch
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
     try:

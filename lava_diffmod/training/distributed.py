@@ -17,6 +17,7 @@ Start with torchrun, which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MA
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -64,7 +65,6 @@ def from_environment(cfg: Config) -> tuple[Ranks, Config]:
                           f"(train.backend = 'float', rule.name != 'dopamine')")
     cuda = cfg.train.device.startswith("cuda")
     if cuda:
-        import dataclasses
         local = int(os.environ.get("LOCAL_RANK", "0"))
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=f"cuda:{local}"))
         torch.cuda.set_device(local)
