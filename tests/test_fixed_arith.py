@@ -239,6 +239,20 @@ def test_alif_voltage_saturates_and_current_wraps():
     assert scalars(s)[0] == -2**23 + 64
 
 
+def test_alif_update_returns_the_states_before_wrap_and_saturation():
+    # the same two steps as above: v 2^23 - 10 + 64 before saturation, u 2^23 + 64 before the wrap
+    q = _neuron(dv=0, vth=2**17, beta=0, drho=0, n_block=0)
+    s, raw = arith.alif_fixed_update(state(v=2**23 - 10), t(1).reshape(1, 1, 1), q)
+    assert (int(raw.u), int(raw.v), int(raw.v_clipped), int(raw.b)) == (64, 2**23 + 54, 2**23 - 1, 0)
+    assert scalars(s)[:2] == (64, 2**23 - 1)
+    s, raw = arith.alif_fixed_update(arith.fixed_init((1, 1, 1)), t(131073).reshape(1, 1, 1), q._replace(vth=2**16))
+    assert (int(raw.u), scalars(s)[0]) == (2**23 + 64, -2**23 + 64)
+    # reset "zero": v_clipped is the voltage before the reset; v = 149 > 128 spikes, then v <- 0
+    q0 = _neuron(du=2047, dv=1024, drho=0, vth=2, beta=0, bias=3, n_block=0, reset="zero")
+    s, raw = arith.alif_fixed_update(state(u=64, v=67), t(1).reshape(1, 1, 1), q0)
+    assert (int(raw.v), int(raw.v_clipped), scalars(s)[1], scalars(s)[3]) == (149, 149, 0, 1)
+
+
 def test_pseudo_derivative_fixed_at_a_few_distances():
     # vth = 1 -> threshold 64, y_max = 127: y = floor(127 * max(0, 64 - |v - 64 - b|) / 64)
     q = _neuron()

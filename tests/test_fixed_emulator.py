@@ -8,6 +8,7 @@ import torch
 from lava_diffmod import config as C
 from lava_diffmod.fixed.emulator import Emulator
 from lava_diffmod.fixed.quantize import quantize
+from lava_diffmod.fixed.steps import Events
 from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches
 from lava_diffmod.float.rsnn import Network, forward
 from lava_diffmod.hw import load_profile
@@ -188,6 +189,17 @@ def test_saturation_events_are_counted_per_variable(tmp_path):
     assert int(res.events["modulator field"].sum()) > 0
     assert res.events["modulator field"].shape == (2,)
     assert int(res.events["neuron u"].sum()) == 0
+
+
+def test_events_add_elementwise_hits_per_network():
+    ev = Events(2, "cpu")
+    a = torch.tensor([[1, 5, 9], [0, 0, 7]])
+    ev.add("x", a, a.clamp(max=6))                    # hits per network: 1 (the 9), 1 (the 7)
+    ev.add("x", a, a.clamp(max=4))                    # 2 (5, 9), 1 (7)
+    ev.add("x", a[:, :2], a[:, :2].clamp(max=0))      # another shape: 2 (1, 5), 0
+    ev.add_counts("x", torch.tensor([10, 20]))
+    ev.add("y", a, a)
+    assert {k: v.tolist() for k, v in ev.counts.items()} == {"x": [15, 22], "y": [0, 0]}
 
 
 def test_wrap_happens_only_where_the_profile_says(tmp_path):

@@ -34,7 +34,7 @@ def wrap(x: torch.Tensor, bits: int) -> torch.Tensor:
     u > 2^23 (u − 2^24) or u ≤ −2^23 (u + 2^24), so 2^23 itself stays and −2^23 becomes 2^23."""
     full = 2 ** bits
     half = full // 2
-    return x - full * torch.div(x + half - 1, full, rounding_mode="floor")
+    return x - full * torch.div(x + (half - 1), full, rounding_mode="floor")
 
 
 def saturate(x: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
@@ -49,7 +49,9 @@ def signed_limit(bits: int) -> int:
 
 def shift(x: torch.Tensor, e: int) -> torch.Tensor:
     """x·2^e for e ≥ 0, x >> −e (floor) for e < 0."""
-    return x << e if e >= 0 else x >> -e
+    if e == 0:
+        return x
+    return x << e if e > 0 else x >> -e
 
 
 def stochastic_round(x: torch.Tensor, frac_bits: int, rand: torch.Tensor) -> torch.Tensor:
@@ -116,13 +118,17 @@ def dense_weights(w: torch.Tensor, weight_bits: int, mixed_lsb_loss: bool) -> to
 
 
 def dense_input(pre: torch.Tensor, w: torch.Tensor, weight_exp: torch.Tensor | int) -> torch.Tensor:
-    """a = (Σ_i pre_i W[i, j]) · 2^weight_exp (floor shift when negative); pre (S, B, P) 0/1 or
-    graded integers, W (S, P, N) integers. The sum runs in float64, exact below 2^53 (CUDA has
-    no integer matrix product)."""
-    acc = torch.bmm(pre.double(), w.double()).round().long()
-    e = torch.as_tensor(weight_exp, device=acc.device)
-    e = e.reshape(e.shape + (1,) * (acc.dim() - e.dim()))
-    return torch.where(e >= 0, acc << e.clamp(min=0), acc >> (-e).clamp(min=0))
+    """a = ⌊(Σ_i pre_i W[i, j]) · 2^weight_exp⌋ (a floor shift when negative); pre (S, B, P) 0/1 or
+    graded integers, W (S, P, N) integers, ``weight_exp`` an int or per network (S,). The sum
+    runs in float64 (CUDA has no integer matrix product) and is exact below 2^53; scaling by a
+    power of two is exact too, so the floor is the arithmetic shift."""
+    acc = torch.bmm(pre.double(), w.double())
+    if isinstance(weight_exp, torch.Tensor):
+        scale = torch.exp2(weight_exp.to(device=acc.device, dtype=acc.dtype))
+        acc = acc * scale.reshape(scale.shape + (1,) * (acc.dim() - scale.dim()))
+    elif weight_exp:
+        acc = acc * 2.0 ** weight_exp
+    return acc.floor().long()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +177,15 @@ def overflow(x: torch.Tensor, bits: int, mode: str) -> torch.Tensor:
     return saturate(x, -lim, lim)
 
 
-def alif_fixed_step(s: FixedState, a_in: torch.Tensor, q: FixedNeuron) -> FixedState:
+class Unclipped(NamedTuple):
+    """The states of one neuron step before their wrap or saturation (to count those events)."""
+    u: torch.Tensor
+    v: torch.Tensor
+    b: torch.Tensor
+    v_clipped: torch.Tensor   # v after saturation, before a reset to zero
+
+
+def alif_fixed_update(s: FixedState, a_in: torch.Tensor, q: FixedNeuron) -> tuple[FixedState, Unclipped]:
     """One integer ALIF step (LOIHI.md §3.1, §3.4), in the order of MODEL.md §1:
 
     u ← tz(u (2^12 − du − offset)/2^12) + a_in·2^act_shift          (wrap or saturate)
@@ -180,21 +194,30 @@ def alif_fixed_step(s: FixedState, a_in: torch.Tensor, q: FixedNeuron) -> FixedS
     r ← n_block if z(t−1) else max(0, r − 1)
     z ← [v − (ϑ_v + b) > 0] [r = 0],   ϑ_v = vth·2^vth_shift
     reset "zero" (Lava's LIF): v ← 0 where z, instead of the subtraction.
-    """
+
+    Returns the new state and the unclipped u, v, b."""
     z_prev = s.z
-    u = overflow(decay(s.u, q.du + q.du_offset, q.decay_bits) + (a_in << q.act_shift), q.u_bits, q.u_overflow)
+    u_raw = decay(s.u, q.du + q.du_offset, q.decay_bits) + (a_in << q.act_shift)
+    u = overflow(u_raw, q.u_bits, q.u_overflow)
     thr = q.vth << q.vth_shift
-    v = decay(s.v, q.dv, q.decay_bits) + u + q.bias
+    v_raw = decay(s.v, q.dv, q.decay_bits) + u + q.bias
     if q.reset == "subtract":
-        v = v - thr * z_prev
-    v = overflow(v, q.v_bits, q.v_overflow)
-    b = overflow(decay(s.b, q.drho, q.decay_bits) + q.beta * z_prev, q.b_bits, "saturate")
+        v_raw = v_raw - thr * z_prev
+    v = overflow(v_raw, q.v_bits, q.v_overflow)
+    b_raw = decay(s.b, q.drho, q.decay_bits) + q.beta * z_prev
+    b = overflow(b_raw, q.b_bits, "saturate")
     r = torch.where(z_prev > 0, q.n_block, (s.r - 1).clamp(min=0))
     dist = v - (thr + b)
     z = (((dist >= 0) if q.spike_ge else (dist > 0)) & (r == 0)).long()
+    v_clipped = v
     if q.reset == "zero":
         v = torch.where(z > 0, 0, v)
-    return FixedState(u, v, b, z, r)
+    return FixedState(u, v, b, z, r), Unclipped(u_raw, v_raw, b_raw, v_clipped)
+
+
+def alif_fixed_step(s: FixedState, a_in: torch.Tensor, q: FixedNeuron) -> FixedState:
+    """:func:`alif_fixed_update` without the unclipped states."""
+    return alif_fixed_update(s, a_in, q)[0]
 
 
 def pseudo_derivative_fixed(s: FixedState, q: FixedNeuron, y_max: int) -> torch.Tensor:
@@ -219,7 +242,7 @@ def trace_update(x: torch.Tensor, spikes: torch.Tensor, decay_mant: int, impulse
     decayed = (x * decay_mant + rand_decay) >> 12
     whole, frac = impulse >> frac_bits, impulse & (2 ** frac_bits - 1)
     r = rand_impulse >> 1 if doubling else rand_impulse
-    return decayed + spikes * (whole + (r < frac).long())
+    return decayed + spikes * ((r < frac) + whole)
 
 
 def trace_step(x: torch.Tensor, spikes: torch.Tensor, decay_mant: int, impulse: int, trace_bits: int,
@@ -240,7 +263,8 @@ def literal_product(factors: torch.Tensor, down: int, mant: int, exp: int, frac_
                     acc_bits: int) -> torch.Tensor:
     """One product of a rule, in units of 2^−frac_bits of the synaptic variable:
     p = clip(((Π f) >> down) · m · 2^(e + frac_bits), ±2^(acc_bits−1))."""
-    p = shift((factors >> down) * mant, exp + frac_bits)
+    p = factors >> down if down else factors
+    p = shift(p * mant if mant != 1 else p, exp + frac_bits)
     lim = 2 ** (acc_bits - 1)
     return saturate(p, -lim, lim)
 

@@ -73,12 +73,10 @@ def psi_of_fixed(s: arith.FixedState, q: arith.FixedNeuron, gamma: float, thr: f
     return torch.where(s.r == 0, psi, 0.0)
 
 
-def outer_sum(xs: list[torch.Tensor], ys: list[torch.Tensor], syn) -> torch.Tensor:
-    """Σ_t x_i(t) y_j(t) per synapse of integer traces x (S, B, P), y (S, B, N); exact (the
-    dense block in float64, exact below 2^53; the sparse list in int64)."""
-    if isinstance(syn, DenseSynapses):
-        return torch.einsum("tsbp,tsbn->sbpn", torch.stack(xs).to(F64), torch.stack(ys).to(F64)).long()
-    return sum(syn.pre(x) * syn.post(y) for x, y in zip(xs, ys))
+def outer_sum(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_t x_i(t) y_j(t) (S, B, P, N) of integer traces x (S, B, P), y (S, B, N); exact (float64,
+    exact below 2^53)."""
+    return torch.einsum("tsbp,tsbn->sbpn", torch.stack(xs).to(F64), torch.stack(ys).to(F64)).long()
 
 
 @dataclass
@@ -136,11 +134,19 @@ class Emulator:
     def _dense(self, w: torch.Tensor) -> torch.Tensor:
         return dense_of(w, self.fp)
 
-    def _rand(self, t, stream, shape, bits, index=None):
-        """Random bits for stochastic rounding at step t (:class:`.steps.StepRandom`, shared
-        numbers from the batch's precomputed table); ``index``: sparse synapses' dense indices."""
-        row = self._table[t] if self._table is not None else None
-        return StepRandom(self._keys[t], self.fp, row)(stream, shape, bits, device=self.net.device, index=index)
+    def _rand(self, t, stream, shape, bits, index=None, dtype=torch.int64):
+        """Random bits for stochastic rounding at step t (:class:`.steps.StepRandom`); with
+        ``shared_rng`` from the batch's table (T+1, S, streams), each stream shifted (and cast)
+        once per batch; ``index``: sparse synapses' dense indices."""
+        if self._shared is None:
+            r = StepRandom(self._keys[t], self.fp)(stream, shape, bits, device=self.net.device, index=index)
+            return r.to(dtype)
+        key = (stream, bits, dtype, len(shape))
+        col = self._shared.get(key)
+        if col is None:
+            col = (self._table[..., arith.STREAMS[stream]] >> (32 - bits)).to(dtype)
+            col = self._shared[key] = col.reshape(*col.shape, *[1] * (len(shape) - 1))
+        return col[t].expand(shape)
 
     # ------------------------------------------------------------------------------ one batch
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
@@ -158,6 +164,7 @@ class Emulator:
         key = rng.derive(self.key, iteration)
         self._keys = arith.step_key(key[None, :], torch.arange(t_steps + 1, device=dev)[:, None])   # (T+1, S)
         self._table = arith.shared_random_table(self._keys) if sw.shared_rng and sw.stoch_round else None
+        self._shared = {} if self._table is not None else None
         x = x.to(F64)
         y_max = fp.y_max
         tb = fp.profile["trace_bits"]
@@ -167,10 +174,17 @@ class Emulator:
         per_element = sw.stoch_round and not sw.shared_rng      # else the index is never read
         self._syn_index = syn.element_index(b) if per_element else None   # sparse state's random streams
 
+        # unit conversions between the integer datapath and float currents, per network
+        current_per_input = per_net(2.0 ** q.act_shift / (fp.s_v * p.input_scale), 3)
+        input_per_current = per_net(fp.s_v * p.input_scale / 2.0 ** q.act_shift, 3)
+        readout_per_output = per_net(fp.s_o * (1 - net.kappa) / 2.0 ** q.act_shift, 3)
+        s_o = per_net(fp.s_o, 3)
+        # the weight exponents, as Python ints where every network shares one (no scaling when 0)
+        wexp = {k: int(e[0]) if bool((e == e[0]).all()) else e for k, e in fp.wexp.items()}
         # what the network computes with: integer Dense weights, or the float weights
         fw = self.float_weights(weights)
         if sw.weight_bits:
-            dense = [self._dense(w) for w in weights]
+            dense = [self._dense(w).double() for w in weights]   # the Dense matmul runs in float64
             fb_int = self._dense(fp.feedback)
             fb = fb_int.to(F64) / per_net(fp.s_fb, 3)
         elif net.tracking_feedback and not sw.random_feedback:
@@ -193,8 +207,11 @@ class Emulator:
             x1 = torch.zeros((s, b, n_pre), dtype=torch.int64, device=dev)
             zt = torch.zeros((s, b, n), dtype=torch.int64, device=dev)
             tag = syn.zeros(s, b, x1.to(torch.int32))        # 9 bits; int32 halves traffic
-            e_sum = torch.zeros_like(tag) if keep_alif else None
-            x1_seen, y1_seen = [], []      # for the regulariser's Σ_t x1 ⊗ y1
+            dense_tags = isinstance(syn, DenseSynapses)
+            # Σ_t of the tag's products, for the regulariser: per synapse as they come, or (dense
+            # tags, whose products the fused tag step never forms) Σ_t x1 ⊗ y1 from the traces seen
+            e_sum = torch.zeros_like(tag) if keep_alif else None if dense_tags else syn.zeros(s, b, x1)
+            x1_seen, y1_seen = [], []
             acc = torch.zeros_like(tag[:, 0], dtype=torch.int64)
             acc_out = torch.zeros((s, n, n_out), dtype=torch.int64, device=dev)
         else:
@@ -213,33 +230,32 @@ class Emulator:
             pre = torch.cat([pre_x, pre_z], dim=-1)
             # 1-2: input, neuron, readout
             if sw.weight_bits:
-                a_in = arith.dense_input(pre_x.long(), dense[0], fp.wexp["in"]) + \
-                    arith.dense_input(pre_z.long(), dense[1], fp.wexp["rec"])
-                current = a_in.to(F64) * per_net(2.0 ** q.act_shift / (fp.s_v * p.input_scale), 3)
+                a_in = arith.dense_input(pre_x, dense[0], wexp["in"]) + arith.dense_input(pre_z, dense[1], wexp["rec"])
+                current = None if sw.neuron_fixed else a_in.to(F64) * current_per_input
             else:
                 current = torch.bmm(pre_x, fw.w_in) + torch.bmm(pre_z, fw.w_rec)
-                a_in = (current * per_net(fp.s_v * p.input_scale / 2.0 ** q.act_shift, 3)).round().long()
+                a_in = (current * input_per_current).round().long() if sw.neuron_fixed else None
             if sw.neuron_fixed:
-                new = arith.alif_fixed_step(neuron, a_in, q)
-                self._count_neuron(ev, neuron, a_in, new)
-                neuron = new
+                neuron, raw = arith.alif_fixed_update(neuron, a_in, q)
+                ev.add("neuron u", raw.u, neuron.u)
+                ev.add("neuron v", raw.v, raw.v_clipped)
+                ev.add("neuron b", raw.b, neuron.b)
                 z = neuron.z.to(F64)
-                psi = psi_of_fixed(neuron, q, p.gamma, p.thr)
                 y1 = arith.pseudo_derivative_fixed(neuron, q, y_max)
+                psi = y1.to(F64) / fp.s_y if sw.trace_bits else psi_of_fixed(neuron, q, p.gamma, p.thr)
                 if sw.weight_bits:
-                    a_out = arith.dense_input(neuron.z, dense[2], fp.wexp["out"])
+                    a_out = arith.dense_input(z, dense[2], wexp["out"])
                 else:
-                    a_out = (torch.bmm(z, fw.w_out) * per_net(fp.s_o * (1 - net.kappa) / 2.0 ** q.act_shift, 3)
-                             ).round().long()
+                    a_out = (torch.bmm(z, fw.w_out) * readout_per_output).round().long()
                 y_int = readout_fixed_step(y_int, a_out, fp, ev)
-                y = y_int.to(F64) / per_net(fp.s_o, 3)
+                y = y_int.to(F64) / s_o
             else:
                 neuron, psi = alif_step(neuron, current, p)
                 z = neuron.z
                 y1 = (psi * fp.s_y).floor().clamp(0, y_max).long()
                 y = readout_step(y, z, fw.w_out, net.kappa)
-            if sw.trace_bits:
-                psi = y1.to(F64) / fp.s_y
+                if sw.trace_bits:
+                    psi = y1.to(F64) / fp.s_y
             z_prev = z
             z_count = z_count + z
             # 3: traces (ε^a uses ε^v and ψ of the previous step, before they update)
@@ -279,10 +295,14 @@ class Emulator:
                     prod = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int()
                     tag = self._tag_step(tag, prod, 0, t, ev)
                     e_sum = e_sum + prod
-                else:
+                elif dense_tags:
                     tag = self._tag_step(tag, None, fp.ds_xy, t, ev, x1.int(), y1.int())
                     x1_seen.append(x1)
                     y1_seen.append(y1)
+                else:
+                    prod = syn.pre(x1.int()) * syn.post(y1.int())
+                    tag = self._tag_step(tag, prod, fp.ds_xy, t, ev)
+                    e_sum += prod
             else:
                 e_sum = e_sum + e
             if record:   # integers as they are (trace_bits), else the float ē
@@ -302,13 +322,13 @@ class Emulator:
                 acc_out = acc_out + step_o.sum(1)
             else:
                 weights = self._write_back_on_chip(weights, step_w, step_o, t, ev)
-                dense = [self._dense(w) for w in weights]
+                dense = [self._dense(w).double() for w in weights]
                 fw = self.float_weights(weights)
 
         y_w = torch.stack(ys)
         if learn:
             if sw.trace_bits and not keep_alif:   # host side: Σ_t x1 ⊗ y1 >> ds, exact
-                e_sum = outer_sum(x1_seen, y1_seen, syn) >> fp.ds_xy
+                e_sum = (outer_sum(x1_seen, y1_seen) if dense_tags else e_sum) >> fp.ds_xy
             g_reg = regulariser_gradient(z_count, e_sum, t_steps, obj, fp, b, syn)
             weights = self._write_back_batch(weights, syn.to_dense(acc), acc_out, g_reg, t_steps, ev)
         if record:
@@ -317,22 +337,12 @@ class Emulator:
                       z_count.mean((1, 2)) / t_steps, ev.counts, rec)
 
     # ------------------------------------------------------------------------------ pieces
-    def _count_neuron(self, ev: Events, old: arith.FixedState, a_in, new: arith.FixedState) -> None:
-        """Count u wraps and v, b saturations of one step from the unclipped values."""
-        q = self.fp.neuron
-        u_raw = arith.decay(old.u, q.du + q.du_offset, q.decay_bits) + (a_in << q.act_shift)
-        ev.add("neuron u", u_raw, new.u)
-        v_raw = arith.decay(old.v, q.dv, q.decay_bits) + new.u + q.bias - (q.vth << q.vth_shift) * old.z
-        ev.add("neuron v", v_raw, arith.overflow(v_raw, q.v_bits, q.v_overflow))
-        b_raw = arith.decay(old.b, q.drho, q.decay_bits) + q.beta * old.z
-        ev.add("neuron b", b_raw, new.b)
-
     def _tag_step(self, tag, prod, ds, t, ev: Events, x1=None, y1=None):
         """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back);
-        with ``x1``, ``y1`` the product is their outer product (the compiled fast path on CUDA)."""
+        ``prod`` None: the outer product of ``x1``, ``y1`` (dense tags; one fused kernel on CUDA)."""
         fp, frac = self.fp, self.fp.frac_bits
-        rand = self._rand(t, "tag", tuple(tag.shape), frac, self._syn_index).int()
-        if prod is None and (fp.switches.tag_leak_grid == "exact" or not isinstance(self.syn, DenseSynapses)):
+        rand = self._rand(t, "tag", tuple(tag.shape), frac, self._syn_index, torch.int32)
+        if prod is None and fp.switches.tag_leak_grid == "exact":
             prod = self.syn.pre(x1) * self.syn.post(y1)
         if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
             p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
@@ -344,7 +354,7 @@ class Emulator:
             new, hits = self.tag_outer(tag, x1, y1, rand, self.tag_rule._replace(down=ds))
         else:
             new, hits = arith.tag_step(tag, prod, rand, self.tag_rule._replace(down=ds))
-        ev.counts["tag"] = ev.counts.get("tag", 0) + hits
+        ev.add_counts("tag", hits)
         return new
 
     def _learning_signal(self, signal: LearningSignal, field, field_fn, signal_diffuse, err, fb_int, t,

@@ -19,16 +19,37 @@ F64 = torch.float64
 
 
 class Events:
-    """Counts, per network, how often each variable saturated or wrapped."""
+    """Counts, per network, how often each variable saturated or wrapped. A step adds its hits
+    element by element; the per-network sums are formed when :attr:`counts` is read."""
 
     def __init__(self, s: int, device):
-        self.counts: dict[str, torch.Tensor] = {}
+        self._hits: dict[str, torch.Tensor] = {}      # name → hits per element, (S, ...)
+        self._sums: dict[str, torch.Tensor] = {}      # name → hits per network, (S,)
         self.s, self.device = s, device
 
     def add(self, name: str, before: torch.Tensor, after: torch.Tensor) -> None:
-        hits = (before != after).flatten(1).sum(1)
+        hit = before != after
+        acc = self._hits.get(name)
+        if acc is not None and acc.shape == hit.shape:
+            acc += hit
+            return
+        if acc is not None:
+            self.add_counts(name, acc.flatten(1).sum(1))
+        self._hits[name] = hit.to(torch.int32)
+
+    def add_counts(self, name: str, hits: torch.Tensor) -> None:
+        """Add per-network counts (S,)."""
         zero = torch.zeros(self.s, dtype=torch.int64, device=self.device)
-        self.counts[name] = self.counts.get(name, zero) + hits
+        self._sums[name] = self._sums.get(name, zero) + hits
+
+    @property
+    def counts(self) -> dict[str, torch.Tensor]:
+        """name → (S,) int64 events."""
+        out = dict(self._sums)
+        for name, acc in self._hits.items():
+            c = acc.flatten(1).sum(1).long()
+            out[name] = out[name] + c if name in out else c
+        return out
 
 
 def per_net(v: torch.Tensor, dim: int) -> torch.Tensor:
@@ -224,15 +245,13 @@ def rounding_key(seed: int, iteration: int) -> torch.Tensor:
 class StepRandom:
     """The random bits of one step for stochastic rounding, by stream: 0 without ``stoch_round``
     (the on-chip roundings then truncate), one number per step and network with ``shared_rng``
-    (all streams hashed at once, or taken from a precomputed ``table`` row (S, streams)), else one
-    per element (index over the requested shape). ``step_key`` (S,)."""
+    (all streams hashed at once), else one per element (index over the requested shape).
+    ``step_key`` (S,)."""
 
-    def __init__(self, step_key: torch.Tensor, fp: FixedParams, table: torch.Tensor | None = None):
+    def __init__(self, step_key: torch.Tensor, fp: FixedParams):
         sw = fp.switches
         self.key, self.on, self.shared = step_key, sw.stoch_round, sw.stoch_round and sw.shared_rng
-        if self.shared and table is None:
-            table = arith.shared_random_table(step_key[None])[0]
-        self.table = table
+        self.table = arith.shared_random_table(step_key[None])[0] if self.shared else None
 
     def __call__(self, stream: str, shape: tuple[int, ...], bits: int, device=None,
                  index: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,6 +259,5 @@ class StepRandom:
         if not self.on:
             return torch.zeros(shape, dtype=torch.int64, device=device)
         if self.shared:
-            h = self.table[:, arith.STREAMS[stream]] >> (32 - bits)
-            return h.reshape(-1, *[1] * (len(shape) - 1)).expand(shape)
+            return per_net(self.table[:, arith.STREAMS[stream]] >> (32 - bits), len(shape)).expand(shape)
         return arith.random_bits(self.key, stream, shape, bits, False, device=device, index=index)
