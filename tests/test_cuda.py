@@ -86,6 +86,26 @@ def test_fixed_emulator_same_bits_on_cpu_and_cuda(storage):
             assert torch.equal(a.events[k], b.events[k].cpu()), k
 
 
+@pytest.mark.parametrize("storage", ["dense", "sparse"])
+def test_graphed_emulator_equals_eager_bit_for_bit(storage):
+    """Emulator.batch replays a CUDA graph of run(); a second iteration replays it with new inputs."""
+    exp = trainer.setup(fixed_cfg("cuda", **{"rule.storage": storage}))
+    em = exp.emulator
+    w = em.initial_weights()
+    for it in (1, 2):
+        b = exp.task.batch(exp.seeds, "train", it, range(4), "cuda", torch.float64)
+        for learn in (True, False):
+            a, g = em.run(w, b.x, b.target, b.keys, it, learn), em.batch(w, b.x, b.target, b.keys, it, learn)
+            for wa, wg in zip(a.weights, g.weights):
+                assert torch.equal(wa, wg)
+            assert torch.equal(a.y_window, g.y_window) and torch.equal(a.task_loss, g.task_loss)
+            assert a.events.keys() == g.events.keys()
+            for k in a.events:
+                assert torch.equal(a.events[k], g.events[k]), k
+        w = a.weights
+    assert len(em._graphed) == 2      # one graph per mode (learn or not), replayed at it = 2
+
+
 def test_fixed_training_same_bits_on_cpu_and_cuda(tmp_path):
     from lava_diffmod.training import checkpoint
     trainer.train(fixed_cfg("cpu"), tmp_path / "cpu")

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lava_diffmod import config as C
 from lava_diffmod.fixed.emulator import Emulator
@@ -178,6 +179,43 @@ def test_hardware_switches_give_integer_weights_and_learn_in_the_float_direction
     d_hw = em_hw.float_weights(hw.weights).w_out - em_hw.float_weights(w_hw).w_out
     cos = torch.nn.functional.cosine_similarity(d_off.flatten(), d_hw.flatten(), dim=0)
     assert float(cos) > 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# a CUDA graph can capture run(): no tensor value is read on the host
+
+class HostReads(TorchDispatchMode):
+    """Records the ops that read tensor values on the host or copy host data into a tensor."""
+    FORBIDDEN = {"_local_scalar_dense", "lift_fresh", "nonzero", "masked_select", "unique", "_unique2"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.FORBIDDEN:
+            self.seen.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("switches, over", [
+    (Switches.hardware(), {}),
+    (Switches.hardware(), {"rule.storage": "dense"}),
+    (Switches.off(), {}),
+    (dataclasses.replace(Switches.hardware(), cadence="epoch", t_epoch=2), {}),
+    (dataclasses.replace(Switches.hardware(), shared_rng=False, drop_alif_eps_a=False), {}),
+])
+def test_run_reads_no_tensor_value_on_the_host(switches, over):
+    em, exp = emulator(tiny_cfg(**over), switches, lr=2000.0 if switches.cadence != "batch" else 0.5)
+    batch = exp.task.batch(SEEDS, "train", 3, range(4), "cpu", torch.float64)
+    w0, it = em.initial_weights(), torch.tensor(3)
+    with HostReads() as mode:
+        res = em.run(w0, batch.x, batch.target, batch.keys, it)
+    assert mode.seen == []
+    ref = em.run(w0, batch.x, batch.target, batch.keys, 3)       # a device-scalar iteration = the int
+    for a, b in zip(res.weights, ref.weights):
+        assert torch.equal(a, b)
+    assert em.batch(w0, batch.x, batch.target, batch.keys, 3).weights.w_rec.equal(ref.weights.w_rec)  # CPU: run()
 
 
 # ---------------------------------------------------------------------------------------------

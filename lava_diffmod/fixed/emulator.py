@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 
 from .. import rng
+from ..graphs import Graphed
 from ..float.neurons import alif_init, alif_step
 from ..float.readout import Objective, output_error, rate_regulariser, readout_step, task_loss
 from ..float.rsnn import Network, Params
@@ -89,6 +90,7 @@ class Emulator:
     seeds: list[int]
     compile: bool = True          # fuse the per-synapse tag step with torch.compile on CUDA
     storage: str = "auto"         # per-synapse state (tags, traces): auto | dense | sparse (rules.synapses)
+    graphs: bool = True           # batch() replays a CUDA graph of run() on CUDA (same bits)
 
     def __post_init__(self):
         sw = self.fp.switches
@@ -110,6 +112,9 @@ class Emulator:
         self.tag_outer = arith.tag_step_outer
         if self.compile and self.net.device.type == "cuda":   # one fused kernel per step, same bits
             self.tag_outer = torch.compile(arith.tag_step_outer, dynamic=False, fullgraph=True)
+        # the weight exponents, as Python ints where every network shares one (no scaling at 0)
+        self.wexp = {k: int(e[0]) if bool((e == e[0]).all()) else e for k, e in fp.wexp.items()}
+        self._graphed: dict = {}
 
     # ------------------------------------------------------------------------------ weights
     def initial_weights(self) -> Weights:
@@ -149,9 +154,25 @@ class Emulator:
         return col[t].expand(shape)
 
     # ------------------------------------------------------------------------------ one batch
+    def batch(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
+              iteration: int, learn: bool = True) -> Result:
+        """:meth:`run` without a record, as training and evaluation call it. On CUDA (``graphs``)
+        the replay of a CUDA graph of :meth:`run`, captured once per input shape: the same
+        kernels, so the same bits (tested on the GPU)."""
+        if not (self.graphs and x.is_cuda):
+            return self.run(weights, x, target, trial_keys, iteration, learn)
+        inputs = (*weights, x, target, trial_keys, torch.full((), iteration, dtype=torch.int64, device=x.device))
+        key = (learn, *((tuple(t.shape), t.dtype) for t in inputs))
+        if key not in self._graphed:
+            self._graphed[key] = Graphed(lambda w_in, w_rec, w_out, x_, target_, keys_, it: self.run(
+                Weights(w_in, w_rec, w_out), x_, target_, keys_, it, learn), inputs)
+        return self._graphed[key](*inputs)
+
     def run(self, weights: Weights, x: torch.Tensor, target: torch.Tensor, trial_keys: torch.Tensor,
-            iteration: int, learn: bool = True, record: bool = False) -> Result:
-        """One batch: x (T, S, B, n_in) spikes; labels (S, B) or y* (T, S, B|1, n_out)."""
+            iteration: int | torch.Tensor, learn: bool = True, record: bool = False) -> Result:
+        """One batch: x (T, S, B, n_in) spikes; labels (S, B) or y* (T, S, B|1, n_out). The
+        readable reference; it reads no tensor value on the host, so a CUDA graph can capture it
+        (``iteration`` may then be a device scalar)."""
         net, fp, obj = self.net, self.fp, self.obj
         sw, q, p = fp.switches, fp.neuron, net.neuron._replace(beta=net.neuron.beta.to(F64))
         dev = net.device
@@ -179,8 +200,7 @@ class Emulator:
         input_per_current = per_net(fp.s_v * p.input_scale / 2.0 ** q.act_shift, 3)
         readout_per_output = per_net(fp.s_o * (1 - net.kappa) / 2.0 ** q.act_shift, 3)
         s_o = per_net(fp.s_o, 3)
-        # the weight exponents, as Python ints where every network shares one (no scaling when 0)
-        wexp = {k: int(e[0]) if bool((e == e[0]).all()) else e for k, e in fp.wexp.items()}
+        wexp = self.wexp
         # what the network computes with: integer Dense weights, or the float weights
         fw = self.float_weights(weights)
         if sw.weight_bits:

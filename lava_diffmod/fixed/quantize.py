@@ -103,6 +103,7 @@ class FixedParams:
     lr: float                          # SGD learning rate (float units)
     lr_exact: dict                     # name → (S,) Δw per unit of accumulated products (float weights)
     lr_lit: dict                       # name → per-seed literals (m, e) of lr_exact · s_w (integer weights)
+    lr_lit_value: dict                 # name → (S,) float64 values m·2^e of lr_lit, on the device
     k_mant: int                        # field stencil (box) or centre multiplier (Laplacian)
     k_neighbour: int
     s_G: torch.Tensor                  # (S,) field units per float
@@ -245,7 +246,10 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
         x_decay=round(2 ** 12 * p.alpha), x_impulse=round(2 ** frac * s_x * s_in), s_x=s_x,
         z_decay=round(2 ** 12 * net.kappa), z_impulse=round(2 ** frac * s_z * (1 - net.kappa)), s_z=s_z,
         s_y=s_y, y_max=y_max, tag_inc=tag_inc, tag_leak=tag_leak, leak=leak, s_t=s_t,
-        ds_xy=ds_xy, ds_ty=ds_ty, ds_zz=ds_zz, lr=options.lr, lr_exact=lr_exact, lr_lit=lr_lit, k_mant=k_mant, k_neighbour=k_nb,
+        ds_xy=ds_xy, ds_ty=ds_ty, ds_zz=ds_zz, lr=options.lr, lr_exact=lr_exact, lr_lit=lr_lit,
+        lr_lit_value={k: torch.tensor([literal_value(x) for x in v], dtype=torch.float64, device=dev)
+                      for k, v in lr_lit.items()},
+        k_mant=k_mant, k_neighbour=k_nb,
         s_G=(s_L * 2.0 ** options.field_frac_bits).to(dev), field_bits=options.field_bits,
         field_frac_bits=options.field_frac_bits, frac_bits=pr["learn_frac_bits"], acc_bits=lacc,
         host_acc_bits=options.acc_bits)

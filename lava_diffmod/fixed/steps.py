@@ -13,7 +13,7 @@ import torch
 from ..rules.modulator import Modulator, diffuse as float_diffuse, modulator_step
 from ..rules.synapses import DenseSynapses
 from . import arith
-from .quantize import FixedParams, literal_value
+from .quantize import FixedParams
 
 F64 = torch.float64
 
@@ -209,7 +209,7 @@ def host_write_back(w: torch.Tensor, acc: torch.Tensor, reg: torch.Tensor | None
     last step."""
     sw = fp.switches
     if sw.weight_bits and sw.trace_bits:
-        lam = torch.tensor([literal_value(lit) for lit in fp.lr_lit[name]], dtype=F64, device=w.device)
+        lam = fp.lr_lit_value[name]
     else:
         lam = fp.lr_exact[name] * (fp.s_w[name] if sw.weight_bits else 1.0)
     delta = acc.to(F64) * per_net(lam, 3)

@@ -58,7 +58,8 @@ def readout_step(y: torch.Tensor, z: torch.Tensor, w_out: torch.Tensor, kappa: f
 def output_error(y: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     """err = softmax(y) − onehot(label) or y − y*; ``target`` is labels (S, B) or y*."""
     if kind == "classification":
-        return torch.softmax(y, dim=-1) - torch.nn.functional.one_hot(target, y.shape[-1]).to(y.dtype)
+        labels = torch.arange(y.shape[-1], device=y.device)      # one-hot without a host-side range check
+        return torch.softmax(y, dim=-1) - (target[..., None] == labels).to(y.dtype)
     return y - target
 
 

@@ -307,6 +307,6 @@ def emulator_loss(emulator, x: torch.Tensor, target: torch.Tensor, trial_keys: t
     from ..fixed.emulator import Weights
 
     def loss(weights) -> torch.Tensor:
-        res = emulator.run(Weights(*weights), x, target, trial_keys, iteration, learn=False)
+        res = emulator.batch(Weights(*weights), x, target, trial_keys, iteration, learn=False)
         return res.task_loss + res.reg_loss
     return loss

@@ -3,37 +3,16 @@
 A training iteration is thousands of small kernels (one time step each), so on a GPU the
 Python and launch overhead dominates. The graphed engine captures the whole gradient
 computation (forward, learning signal, backward scan, products) once per input shape and
-replays it; it runs the very same kernels as the eager path, so results are identical (tested
-on the GPU). The eager path stays the readable reference.
+replays it (:class:`..graphs.Graphed`); results are identical to the eager path (tested on
+the GPU), which stays the readable reference.
 """
 from __future__ import annotations
 
 import torch
 
 from ..float.rsnn import Network, Params, Record, forward
+from ..graphs import Graphed
 from ..rules import Gradients, Rule, gradient_fn
-
-
-class Graphed:
-    """Replay of a CUDA graph of ``fn(*inputs)`` for fixed input shapes; outputs are cloned."""
-
-    def __init__(self, fn, inputs: tuple[torch.Tensor, ...], warmup: int = 2):
-        self.inputs = tuple(t.clone() for t in inputs)
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(warmup):
-                fn(*self.inputs)
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = fn(*self.inputs)
-
-    def __call__(self, *inputs):
-        for static, value in zip(self.inputs, inputs):
-            static.copy_(value)
-        self.graph.replay()
-        return type(self.outputs)(*(o.clone() if isinstance(o, torch.Tensor) else o for o in self.outputs))
 
 
 class Engine:

@@ -107,7 +107,7 @@ def setup(cfg: Config) -> Experiment:
                       cfg.diffusion if rule.name == "diffusion" else None, list(cfg.train.seeds))
         try:
             emulator = Emulator(net, fp, rule.objective, rule.modulator(net), list(cfg.train.seeds),
-                                storage=cfg.rule.storage)
+                                storage=cfg.rule.storage, graphs=cfg.train.cuda_graphs)
         except ValueError as e:
             raise config_mod.ConfigError(str(e)) from None
     dopa = None
@@ -157,7 +157,7 @@ def fixed_iteration(exp: Experiment, weights, iteration: int, events: dict):
     once (micro-batches do not apply); adds the run's saturation events to ``events``."""
     batch = exp.task.batch(exp.seeds, "train", iteration, range(exp.cfg.train.batch_size),
                            exp.net.device, exp.net.dtype)
-    res = exp.emulator.run(weights, batch.x, batch.target, batch.keys, iteration)
+    res = exp.emulator.batch(weights, batch.x, batch.target, batch.keys, iteration)
     for k, v in res.events.items():
         events[k] = events.get(k, 0) + v
     stats = {"loss": res.task_loss + res.reg_loss, "task_loss": res.task_loss, "reg_loss": res.reg_loss}
@@ -273,7 +273,7 @@ def evaluate(exp: Experiment, net: Network, batches=None) -> dict[str, torch.Ten
     n_trials = 0
     for batch in batches if batches is not None else eval_batches(exp):
         if exp.emulator is not None:   # the fixed backend evaluates in fixed point
-            res = exp.emulator.run(net.params, batch.x, batch.target, batch.keys, 0, learn=False)
+            res = exp.emulator.batch(net.params, batch.x, batch.target, batch.keys, 0, learn=False)
             y_w, rate = res.y_window, res.rate
         else:
             rec = exp.engine.forward(net.params, batch.x)
