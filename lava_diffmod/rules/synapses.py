@@ -111,7 +111,7 @@ def synapses(mask: torch.Tensor, storage: str = "auto"):
     """The layout for per-synapse state of ``mask`` (S, P, N), built once (host work).
 
     ``auto``: sparse when at most half of the entries are synapses (measured on the CPU at the
-    paper's size, N = 100 with ~10 % density: online e-prop 2.75× and the fixed emulator 2.08×
+    paper's size, N = 100 with ~10 % density: online e-prop 2.84× and the fixed emulator 2.63×
     faster than dense, benchmarks/results/cpu_throughput.json); else dense."""
     if storage not in STORAGES:
         raise ValueError(f"rule.storage = {storage!r}: must be one of {', '.join(STORAGES)}")
