@@ -11,6 +11,8 @@
   where they fit, dense; and e-prop factorised. Reported: seconds per batch, sample-synapse-steps
   per second of the online rule (S·B·E·T / time), the factorised path's speed-up over online,
   peak memory (GPU: torch's peak allocation).
+* On CUDA the online rule's per-synapse step (traces and Σ_t e) runs as one torch.compile'd
+  kernel (``rules.eprop.compiled_synapse_step``).
 * GPU only: the memory-bandwidth floor, measured in the same run as a device-to-device copy
   (bytes read + written per second), divided by 16 bytes per sample-synapse-step (ALIF: ε^a and
   ē, float32, each read and written once per step); online e-prop's fraction of that floor.

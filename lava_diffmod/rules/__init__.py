@@ -12,7 +12,7 @@ from ..config import DiffusionConfig, ModPropConfig
 from ..float.readout import Objective
 from ..float.rsnn import Network
 from .bptt import bptt
-from .eprop import Gradients, eprop_factorised, eprop_online, synapse_layout
+from .eprop import Gradients, compiled_synapse_step, eprop_factorised, eprop_online, synapse_layout
 from .modulator import Modulator, modulator_from_config
 
 __all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "eprop_online", "eprop_factorised"]
@@ -60,10 +60,11 @@ def gradient_fn(rule: Rule, net: Network):
     mod = rule.modulator(net)
     if rule.mode == "online":
         syn = synapse_layout(net, rule.storage)   # the masks never change: their synapse list once
+        step = compiled_synapse_step(net.device)
 
         def fn(net, x, target, keys):
             with torch.no_grad():
-                return eprop_online(net, x, target, rule.objective, mod, keys, syn)
+                return eprop_online(net, x, target, rule.objective, mod, keys, syn, step)
         return fn
 
     def fn(net, x, target, keys):

@@ -126,6 +126,23 @@ def eligibility_step(tr: Eligibility, pre: torch.Tensor, psi: torch.Tensor, p, k
     return Eligibility(eps_v, eps_a, torch.lerp(e, tr.ebar, keep), psi), e
 
 
+def synapse_step(tr: Eligibility, e_sum: torch.Tensor, pre: torch.Tensor, psi: torch.Tensor, p, keep: float,
+                 has_alif: bool, syn) -> tuple[Eligibility, torch.Tensor]:
+    """All per-synapse work of one online step: the traces (:func:`eligibility_step`) and the
+    regulariser's running Σ_t e. One function, so that on CUDA it compiles to one fused kernel
+    (each trace read and written once per step)."""
+    tr, e = eligibility_step(tr, pre, psi, p, keep, has_alif, syn)
+    return tr, e_sum + e
+
+
+def compiled_synapse_step(device: torch.device):
+    """:func:`synapse_step`, fused by torch.compile on CUDA (float rounding may differ from the
+    eager kernels, within the tests' tolerances); the plain function elsewhere."""
+    if device.type != "cuda":
+        return synapse_step
+    return torch.compile(synapse_step, dynamic=False, fullgraph=True)
+
+
 def regulariser_coefficient(z_count: torch.Tensor, t_steps: int, obj: Objective) -> torch.Tensor:
     """(c_reg/T)(r_bj − f_0), the per-step weight of the unfiltered e in g^reg, (S, B, N)."""
     return obj.c_reg / t_steps * (z_count / t_steps - obj.f0)
@@ -137,9 +154,11 @@ def synapse_layout(net: Network, storage: str = "auto"):
 
 
 def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
-                 modulator: Modulator | None, trial_keys: torch.Tensor, syn=None) -> Gradients:
+                 modulator: Modulator | None, trial_keys: torch.Tensor, syn=None,
+                 step=synapse_step) -> Gradients:
     """e-prop with per-step, per-synapse traces (hardware form); ``syn``: the traces' layout
-    (:func:`synapse_layout`, built here with ``auto`` storage if not given)."""
+    (:func:`synapse_layout`, built here with ``auto`` storage if not given); ``step``: the
+    per-synapse step (:func:`synapse_step` or its compiled form)."""
     w_in, w_rec, w_out = net.params
     p = net.neuron
     kappa = net.kappa
@@ -164,8 +183,7 @@ def eprop_online(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objec
         pre = torch.cat([x[t], state.z], dim=-1)
         state, psi = rsnn_step(state, x[t] @ w_in, w_rec, p)
         y = readout_step(y, state.z, w_out, kappa)
-        tr, e = eligibility_step(tr, pre, psi, p, kappa, has_alif, syn)
-        e_sum = e_sum + e
+        tr, e_sum = step(tr, e_sum, pre, psi, p, kappa, has_alif, syn)
         zbar = torch.lerp(state.z, zbar, kappa)
         z_count = z_count + state.z
         if t >= t0:
