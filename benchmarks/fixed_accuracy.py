@@ -1,7 +1,7 @@
 """What fixed point costs: cue accumulation with diffusion, Loihi 2 profile.
 
     python benchmarks/fixed_accuracy.py fidelity [--device cpu] [--seeds 5] [--batch 16]
-    python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000]
+    python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000] [--eval-every 25]
 
 * fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
   update of one batch at the initial weights against the float update of the same batch:
@@ -79,7 +79,7 @@ def fidelity(args) -> dict:
 
 
 def training(args) -> dict:
-    over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": 25})
+    over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": args.eval_every})
     conditions = {"float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
                   "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
     for name in args.conditions:
@@ -96,7 +96,8 @@ def training(args) -> dict:
     out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
                                                        - out["fixed_hardware"]["accuracy_mean"]), 2)
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
-                    "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr}
+                    "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
+                    "eval_every": args.eval_every, "eval_trials": 512}
     return out
 
 
@@ -108,6 +109,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=100.0)
     p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--conditions", nargs="*", default=[])
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()

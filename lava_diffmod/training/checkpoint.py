@@ -3,10 +3,12 @@
 A checkpoint holds the weights, the optimiser state and the iteration. Data and every random
 stream are functions of (seed, iteration), so this is all a resumed run needs to continue
 exactly where it stopped. Writing goes to a temporary file in the same folder, is flushed to
-disk, then renamed over the old file: a crash leaves the previous checkpoint intact.
+disk, then renamed over the old file: a crash leaves the previous checkpoint intact. A SHA-256
+of the contents (:func:`checksum`) is stored with them, so a file changed on disk is refused.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,12 +41,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: Path(p).write_text(text))
 
 
+def checksum(tensors: dict[str, torch.Tensor], info: dict) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes and every metadata entry but
+    ``sha256`` itself, in name order (hex)."""
+    h = hashlib.sha256()
+    for k in sorted(info):
+        if k != "sha256":
+            h.update(json.dumps([k, info[k]]).encode())
+    for k in sorted(tensors):
+        t = tensors[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save(path: Path, params: Params, opt: OptState, iteration: int, meta: dict | None = None) -> None:
     tensors = {f"params.{n}": t.detach().cpu().contiguous() for n, t in zip(NAMES, params)}
     for kind, group in (("m", opt.m), ("v", opt.v)):
         if group is not None:
             tensors.update({f"opt.{kind}.{n}": t.cpu().contiguous() for n, t in zip(NAMES, group)})
     info = {"iteration": str(iteration), "opt_step": str(opt.step), "meta": json.dumps(meta or {})}
+    info["sha256"] = checksum(tensors, info)
     atomic_write(path, lambda p: save_file(tensors, str(p), metadata=info))
 
 
@@ -53,7 +70,8 @@ def load(path: Path, like: Params) -> tuple[Params, OptState, int, dict]:
 
     Floating tensors may be stored as float32 or float64 (they are cast to ``like``'s dtype, e.g.
     ``evaluate --dtype``); integer weights must have ``like``'s dtype exactly. Every tensor must
-    be finite, every name known, and the optimiser moments complete (all of m and v, or none)."""
+    be finite, every name known, the optimiser moments complete (all of m and v, or none), and
+    the contents must match their stored checksum."""
     path = Path(path)
     where = f"checkpoint {str(path)!r}"
     try:
@@ -111,4 +129,10 @@ def load(path: Path, like: Params) -> tuple[Params, OptState, int, dict]:
     if (m is None) != (v is None):
         raise CheckpointError(f"{where}: has opt.{'m' if v is None else 'v'}.* but not "
                               f"opt.{'v' if v is None else 'm'}.*: the optimiser state is incomplete")
+    if "sha256" not in info:
+        raise CheckpointError(f"{where}: has no checksum (metadata 'sha256'): not written by lava-diffmod, "
+                              f"or by a version before checksums")
+    if info["sha256"] != checksum(tensors, info):
+        raise CheckpointError(f"{where}: the contents do not match their checksum: the file was changed "
+                              f"or corrupted after it was written")
     return params, OptState(step, m, v), iteration, meta
