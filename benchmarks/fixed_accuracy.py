@@ -2,6 +2,7 @@
 
     python benchmarks/fixed_accuracy.py fidelity [--device cpu] [--seeds 5] [--batch 16]
     python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000] [--eval-every 25]
+    python benchmarks/fixed_accuracy.py forward [--seeds 5] [--iterations 300]
 
 * fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
   update of one batch at the initial weights against the float update of the same batch:
@@ -9,7 +10,9 @@
   the approximation truncated to zero, and the saturation events.
 * training: float (plain SGD at the fixed backend's rate; Adam does not exist on chip) against the
   fixed emulator with every switch on, the same seeds batched; final evaluation accuracy, mean
-  and 95% CI, and the gap; ``--conditions`` adds single approximations.
+  and 95% CI, and the gap; ``--conditions`` adds single approximations (``--no-baselines``: only those).
+* forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
+  the cost of the fixed-point forward pass alone.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import RESULTS, ROOT, record  # noqa: E402
 from lava_diffmod import config as config_mod  # noqa: E402
 from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches  # noqa: E402
-from lava_diffmod.training import trainer  # noqa: E402
+from lava_diffmod.training import checkpoint, trainer  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
 
@@ -80,8 +83,9 @@ def fidelity(args) -> dict:
 
 def training(args) -> dict:
     over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": args.eval_every})
-    conditions = {"float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
-                  "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
+    conditions = {} if args.no_baselines else {
+        "float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
+        "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
     for name in args.conditions:
         conditions[f"fixed_{name}"] = {"train.backend": "fixed", "fixed.switches": condition_switches(name)}
     out = {}
@@ -93,17 +97,42 @@ def training(args) -> dict:
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
                      "wall_s": summary["wall_s"]}
         print(name, out[name], flush=True)
-    out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
-                                                       - out["fixed_hardware"]["accuracy_mean"]), 2)
+    if not args.no_baselines:
+        out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
+                                                           - out["fixed_hardware"]["accuracy_mean"]), 2)
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
                     "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
                     "eval_every": args.eval_every, "eval_trials": 512}
     return out
 
 
+def forward(args) -> dict:
+    """Train float (plain SGD at the fixed rate) for ``--iterations``, then evaluate those weights,
+    quantised, in the emulator with every hardware switch on and with all off (ideal): what the
+    fixed-point forward pass alone costs, apart from learning in fixed point."""
+    over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": args.iterations})
+    float_cfg = config_mod.load(EXAMPLE, dict(over, **{"train.optimizer": "sgd", "train.lr": args.lr}))
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = trainer.train(float_cfg, Path(tmp) / "float")
+        params = checkpoint.load(Path(tmp) / "float" / trainer.CHECKPOINT, trainer.setup(float_cfg).net.params)[0]
+    out["float"] = summary["final"]["accuracy"]
+    for name, spec, hw in (("fixed_hardware", "hardware", "loihi2"), ("fixed_ideal_off", "off", "ideal")):
+        exp = trainer.setup(config_mod.load(EXAMPLE, dict(over, **{"train.backend": "fixed", "fixed.switches": spec,
+                                                                   "fixed.hw": hw})))
+        w = exp.emulator.weights_from_float(params)
+        acc = trainer.evaluate(exp, exp.net.with_params(w), list(trainer.eval_batches(exp)))["accuracy"]
+        out[name] = {"accuracy_mean": float(acc.mean()), "per_seed": [float(a) for a in acc]}
+        print(name, out[name], flush=True)
+    out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "seeds": args.seeds, "batch": args.batch,
+                    "iterations": args.iterations, "lr": args.lr, "eval_trials": 512,
+                    "note": "the float-trained weights evaluated (no learning) in fixed point"}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["fidelity", "training"])
+    p.add_argument("section", choices=["fidelity", "training", "forward"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--batch", type=int, default=16)
@@ -111,11 +140,13 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--conditions", nargs="*", default=[])
+    p.add_argument("--no-baselines", action="store_true", help="training: only the --conditions")
+    p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
-    result = fidelity(args) if args.section == "fidelity" else training(args)
-    record(f"fixed_{args.section}_{args.device.split(':')[0]}", args.device, result, Path(args.out))
+    result = {"fidelity": fidelity, "training": training, "forward": forward}[args.section](args)
+    record(args.name or f"fixed_{args.section}_{args.device.split(':')[0]}", args.device, result, Path(args.out))
 
 
 if __name__ == "__main__":
