@@ -92,10 +92,15 @@ def random_bits(key: int | torch.Tensor, stream: str, shape: tuple[int, ...], bi
 
 def shared_random_table(step_keys: torch.Tensor) -> torch.Tensor:
     """Every stream's shared number for many steps at once: (T, S) step keys → (T, S, streams)
-    32-bit hashes; ``table[t, s, STREAMS[name]] >> (32 − bits)`` equals
+    32-bit hashes; ``shared_stream(table, name, bits)[t, s]`` equals
     ``random_bits(step_keys[t, s], name, ..., bits, shared=True)``."""
     ids = torch.arange(len(STREAMS), device=step_keys.device)
     return rng.hash_counter(rng.hash_counter(step_keys[..., None], ids), 0)
+
+
+def shared_stream(table: torch.Tensor, stream: str, bits: int) -> torch.Tensor:
+    """One stream's shared numbers in [0, 2^bits) from a :func:`shared_random_table` (..., streams)."""
+    return table[..., STREAMS[stream]] >> (32 - bits)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Emulator:
         key = (stream, bits, dtype, len(shape))
         col = self._shared.get(key)
         if col is None:
-            col = (self._table[..., arith.STREAMS[stream]] >> (32 - bits)).to(dtype)
+            col = arith.shared_stream(self._table, stream, bits).to(dtype)
             col = self._shared[key] = col.reshape(*col.shape, *[1] * (len(shape) - 1))
         return col[t].expand(shape)
 
@@ -227,10 +227,14 @@ class Emulator:
             x1 = torch.zeros((s, b, n_pre), dtype=torch.int64, device=dev)
             zt = torch.zeros((s, b, n), dtype=torch.int64, device=dev)
             tag = syn.zeros(s, b, x1.to(torch.int32))        # 9 bits; int32 halves traffic
+            # Σ_t of the tag's products, for the regulariser: summed per synapse as they come, or,
+            # for dense tags without ε^a (the fused tag step never forms the products), Σ_t x1 ⊗ y1
+            # from the traces seen, at the end of the batch
             dense_tags = isinstance(syn, DenseSynapses)
-            # Σ_t of the tag's products, for the regulariser: per synapse as they come, or (dense
-            # tags, whose products the fused tag step never forms) Σ_t x1 ⊗ y1 from the traces seen
-            e_sum = torch.zeros_like(tag) if keep_alif else None if dense_tags else syn.zeros(s, b, x1)
+            if keep_alif:
+                e_sum = torch.zeros_like(tag)
+            else:
+                e_sum = None if dense_tags else syn.zeros(s, b, x1)
             x1_seen, y1_seen = [], []
             acc = torch.zeros_like(tag[:, 0], dtype=torch.int64)
             acc_out = torch.zeros((s, n, n_out), dtype=torch.int64, device=dev)
@@ -262,7 +266,7 @@ class Emulator:
                 ev.add("neuron b", raw.b, neuron.b)
                 z = neuron.z.to(F64)
                 y1 = arith.pseudo_derivative_fixed(neuron, q, y_max)
-                psi = y1.to(F64) / fp.s_y if sw.trace_bits else psi_of_fixed(neuron, q, p.gamma, p.thr)
+                psi = None if sw.trace_bits else psi_of_fixed(neuron, q, p.gamma, p.thr)   # else from y1 below
                 if sw.weight_bits:
                     a_out = arith.dense_input(z, dense[2], wexp["out"])
                 else:
@@ -274,8 +278,8 @@ class Emulator:
                 z = neuron.z
                 y1 = (psi * fp.s_y).floor().clamp(0, y_max).long()
                 y = readout_step(y, z, fw.w_out, net.kappa)
-                if sw.trace_bits:
-                    psi = y1.to(F64) / fp.s_y
+            if sw.trace_bits:
+                psi = y1.to(F64) / fp.s_y
             z_prev = z
             z_count = z_count + z
             # 3: traces (ε^a uses ε^v and ψ of the previous step, before they update)

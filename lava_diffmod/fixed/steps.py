@@ -259,5 +259,5 @@ class StepRandom:
         if not self.on:
             return torch.zeros(shape, dtype=torch.int64, device=device)
         if self.shared:
-            return per_net(self.table[:, arith.STREAMS[stream]] >> (32 - bits), len(shape)).expand(shape)
+            return per_net(arith.shared_stream(self.table, stream, bits), len(shape)).expand(shape)
         return arith.random_bits(self.key, stream, shape, bits, False, device=device, index=index)

@@ -51,7 +51,7 @@ def checksum(tensors: dict[str, torch.Tensor], info: dict) -> str:
     for k in sorted(tensors):
         t = tensors[k].detach().cpu().contiguous()
         h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())     # the buffer itself, no copy
     return h.hexdigest()
 
 
