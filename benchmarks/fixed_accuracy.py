@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import RESULTS, ROOT, record  # noqa: E402
 from lava_diffmod import config as config_mod  # noqa: E402
+from lava_diffmod.cli import parse_sets  # noqa: E402
 from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches  # noqa: E402
 from lava_diffmod.training import checkpoint, trainer  # noqa: E402
 
@@ -35,7 +36,7 @@ EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
 def base_overrides(args) -> dict:
     return {"train.seeds": list(range(1, args.seeds + 1)), "train.batch_size": args.batch,
             "train.micro_batches": 1, "train.device": args.device, "train.progress": False,
-            "rule.name": "diffusion", "fixed.lr": args.lr}
+            "rule.name": "diffusion", "fixed.lr": args.lr, **parse_sets(args.set)}
 
 
 def condition_switches(name: str):
@@ -95,14 +96,14 @@ def training(args) -> dict:
             summary = trainer.train(cfg, Path(tmp) / name)
         acc = summary["final"]["accuracy"]
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
-                     "wall_s": summary["wall_s"]}
+                     "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {})}
         print(name, out[name], flush=True)
     if not args.no_baselines:
         out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
                                                            - out["fixed_hardware"]["accuracy_mean"]), 2)
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
                     "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
-                    "eval_every": args.eval_every, "eval_trials": 512}
+                    "eval_every": args.eval_every, "eval_trials": 512, "set": parse_sets(args.set)}
     return out
 
 
@@ -140,6 +141,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--conditions", nargs="*", default=[])
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every run, e.g. fixed.weight_headroom=0.125")
     p.add_argument("--no-baselines", action="store_true", help="training: only the --conditions")
     p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
     p.add_argument("--out", default=str(RESULTS))

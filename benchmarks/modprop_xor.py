@@ -68,7 +68,7 @@ def cosine(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------ rate RNN
 
-def rate_alignment(net, task, seeds, rules: list[str], batches: int = 2) -> dict:
+def rate_alignment(net, task, seeds, rules: dict[str, RateRule], batches: int = 2) -> dict:
     """Cosine of each rule's (W_in, W_rec) gradient with BPTT's, per seed, mean over batches."""
     w = effective(net)
     out = {r: torch.zeros(len(seeds), dtype=torch.float64) for r in rules}
@@ -78,11 +78,11 @@ def rate_alignment(net, task, seeds, rules: list[str], batches: int = 2) -> dict
         def grads(rule):
             leaves = [p.detach().requires_grad_(True) for p in w]
             ww = type(w)(*leaves)
-            ce, _, _ = rate_loss(ww, b.x, b.target, net.alpha, net.cfg.theta, net.types, RateRule(rule))
+            ce, _, _ = rate_loss(ww, b.x, b.target, net.alpha, net.cfg.theta, net.types, rule)
             return list(torch.autograd.grad(ce.sum(), leaves[:2]))
-        ref = grads("bptt")
-        for r in rules:
-            out[r] += cosine(grads(r), ref) / batches
+        ref = grads(RateRule("bptt"))
+        for r, rule in rules.items():
+            out[r] += cosine(grads(rule), ref) / batches
     return {r: v.tolist() for r, v in out.items()}
 
 
@@ -95,10 +95,12 @@ def run_rate(args) -> None:
                "protocol": {**cfg.__dict__, "seeds": seeds, "network": RateConfig().__dict__},
                "reduced": args.note, "rules": {}}
     net0 = init_rate_network(RateConfig(), seeds)
-    results["alignment_at_init"] = rate_alignment(net0, task, seeds, [r for r in args.rules if r != "bptt"] + ["bptt"])
+    # result keys: the rule's name, with "_cell" when its hops use the exact W (RateRule.hop_weights)
+    rules = {name + ("_cell" if args.hop_weights == "cell" and name in ("modprop", "mdgl") else ""):
+             RateRule(name, mu=args.mu, hop_weights=args.hop_weights) for name in args.rules}
+    results["alignment_at_init"] = rate_alignment(net0, task, seeds, {**rules, "bptt": RateRule("bptt")})
     write(args.name, results)
-    for name in args.rules if args.iterations > 0 else []:       # 0 iterations: alignment only
-        rule = RateRule(name, mu=args.mu)
+    for name, rule in rules.items() if args.iterations > 0 else []:       # 0 iterations: alignment only
         t = time.perf_counter()
         hist = train_rate(net0, task, rule, seeds, cfg, progress=True)
         wall = time.perf_counter() - t
@@ -220,13 +222,15 @@ def run_report(args) -> None:
     means = {r: statistics.mean(v["final_loss"]) for r, v in rules.items()}
     comparison = {f"mean_final_ce_{r}": m for r, m in means.items()}
     comparison.update({f"mean_cos_with_bptt_at_init_{r}": statistics.mean(v) for r, v in align.items()})
-    if "modprop" in means and "eprop" in means:
-        comparison["modprop_mean_final_ce_below_eprop"] = means["modprop"] < means["eprop"]
-    if "bptt" in means and "modprop" in means:
-        comparison["report_bptt_mean_final_ce_le_modprop"] = means["bptt"] <= means["modprop"]
+    for mp in (r for r in means if r.startswith("modprop")):
+        if "eprop" in means:
+            comparison[f"{mp}_mean_final_ce_below_eprop"] = means[mp] < means["eprop"]
+        if "bptt" in means:
+            comparison[f"report_bptt_mean_final_ce_le_{mp}"] = means["bptt"] <= means[mp]
     doc = {"parts": args.parts, "reduced": notes, "alignment_at_init": align, "comparison": comparison}
     if args.acceptance:
-        m = rules["modprop"]
+        mp = args.acceptance
+        m = rules[mp]
         cross = [c if c is not None else math.inf for c in m["first_ma_below"]]
         doc["acceptance_A11_6"] = {
             "seeds": len(m["final_loss"]),
@@ -239,7 +243,8 @@ def run_report(args) -> None:
             "median_first_ma_below_0.1 (null = never)": (None if math.isinf(statistics.median(cross))
                                                         else statistics.median(cross)),
             "gate_median_first_crossing_le_1250": statistics.median(cross) <= 1250,
-            "gate_modprop_mean_final_ce_below_eprop": comparison.get("modprop_mean_final_ce_below_eprop"),
+            "gate_modprop_mean_final_ce_below_eprop": comparison.get(f"{mp}_mean_final_ce_below_eprop"),
+            "rule": mp,
         }
     doc["per_seed"] = {r: {k: v[k] for k in ("final_loss", "final_acc", "all_correct_last_logs",
                                              "first_ma_below", "s_per_iteration")} for r, v in rules.items()}
@@ -255,6 +260,8 @@ def main() -> None:
     r.add_argument("--iterations", type=int, default=3000)
     r.add_argument("--lr", type=float, default=5e-4)
     r.add_argument("--mu", type=float, default=0.25)
+    r.add_argument("--hop-weights", choices=["type", "cell"], default="type",
+                   help="ModProp/MDGL hops through the block means (A.4) or the exact W (the released code's effect)")
     r.add_argument("--delay", type=int, default=700)
     r.add_argument("--name", default="modprop_xor_rate")
     r.add_argument("--note", default=None, help="how this run departs from the full protocol")
@@ -278,7 +285,8 @@ def main() -> None:
     p = sub.add_parser("report")
     p.add_argument("--parts", nargs="+", required=True)
     p.add_argument("--name", default="modprop_xor")
-    p.add_argument("--acceptance", action="store_true", help="evaluate the A.11.6 gates")
+    p.add_argument("--acceptance", nargs="?", const="modprop", default=None, metavar="RULE",
+                   help="evaluate the A.11.6 gates for RULE (default modprop; e.g. modprop_cell)")
     args = ap.parse_args()
     {"rate": run_rate, "spiking": run_spiking, "report": run_report}[args.cmd](args)
 

@@ -96,6 +96,25 @@ def test_linear_types_cells_mu1_is_bptt():
     g_mp = rate_grads(net, batch, RateRule("modprop", mu=1.0, keep_diagonal=True), types=torch.arange(12))
     for a, b in zip(g_mp, g_bp):
         assert rel_err(a, b) < 1e-12
+    # hop_weights = "cell" (the exact W on every hop) is the same rule with the E/I types in place
+    g_cell = rate_grads(net, batch, RateRule("modprop", mu=1.0, hop_weights="cell"))
+    g_type = rate_grads(net, batch, RateRule("modprop", mu=1.0))
+    for a, b, c in zip(g_cell, g_bp, g_type):
+        assert rel_err(a, b) < 1e-12 and rel_err(c, b) > 1e-3
+
+
+def test_cell_hops_mu0_is_eprop_and_bad_name_refused():
+    """ReLU network, exact W on the hops: μ = 0 is e-prop bit for bit; at μ = 0.25 the rule is
+    neither e-prop nor BPTT (f' → μ on the hops)."""
+    net, batch = rate_setup()
+    g_ep = rate_grads(net, batch, RateRule("eprop"))
+    g0 = rate_grads(net, batch, RateRule("modprop", mu=0.0, hop_weights="cell"))
+    assert all(torch.equal(a, b) for a, b in zip(g0, g_ep))
+    g_bp = rate_grads(net, batch, RateRule("bptt"))
+    g_cell = rate_grads(net, batch, RateRule("modprop", mu=0.25, hop_weights="cell"))
+    assert rel_err(g_cell[1], g_bp[1]) > 1e-3 and rel_err(g_cell[1], g_ep[1]) > 1e-3
+    with pytest.raises(ValueError, match="hop_weights = 'neuron': must be type or cell"):
+        RateRule("modprop", hop_weights="neuron")
 
 
 def test_zero_diagonal_gap_shrinks_with_type_size():

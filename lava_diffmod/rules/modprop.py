@@ -329,19 +329,23 @@ class RateRule:
     """A rule for the rate RNN: ``bptt``, ``modprop``, ``mdgl`` or ``eprop`` (A.11.4).
 
     mu: ModProp's constant derivative (A.8: 0.25); keep_diagonal: Wab keeps its diagonal;
-    mdgl_weights: ``type`` (Wab) or ``cell`` (exact W) on MDGL's hop; remedy/margin: ρ(A) guard."""
+    hop_weights: the weights credit crosses on ModProp's and MDGL's non-local hops, ``type`` (the
+    block means Wab, A.4) or ``cell`` (the exact W: every cell its own type, so Wab = W). ``cell``
+    is what the authors' released TF1 script computes in effect: its swap of Wab into the weight
+    variable happens after the forward pass has read W, and the backward reuses that read.
+    remedy/margin: ρ(A) guard (with ``cell``, ρ of α I + (1−α) μ Wᵀ)."""
     name: str = "modprop"
     mu: float = 0.25
     keep_diagonal: bool = False
-    mdgl_weights: str = "type"
+    hop_weights: str = "type"
     remedy: str = "clip_mu"
     margin: float = 0.01
 
     def __post_init__(self):
         if self.name not in RATE_RULES:
             raise ValueError(f"rate_rule.name = {self.name!r}: must be one of {', '.join(RATE_RULES)}")
-        if self.mdgl_weights not in ("type", "cell"):
-            raise ValueError(f"rate_rule.mdgl_weights = {self.mdgl_weights!r}: must be type or cell")
+        if self.hop_weights not in ("type", "cell"):
+            raise ValueError(f"rate_rule.hop_weights = {self.hop_weights!r}: must be type or cell")
         if self.mu < 0:
             raise ValueError(f"rate_rule.mu = {self.mu}: must be >= 0")
         NonLocal(remedy=self.remedy, margin=self.margin)
@@ -355,6 +359,8 @@ def rate_loss(w: RateParams, x: torch.Tensor, labels: torch.Tensor, alpha: float
     (1 − α)[f(h^{T−2}) Wab − stop(·)] whose backward brings c_in f'(h^{T−2}) Wab Λ^{T−1} to
     h^{T−2} (the task is scored at the last step only, so no other hop is non-zero)."""
     s = w.w_rec.shape[0]
+    if rule.hop_weights == "cell":
+        types = torch.arange(w.w_rec.shape[-1])
     members = type_matrix(types, torch.float64).to(w.w_rec.device)
     blocks = block_means(w.w_rec.detach().double(), members)
     mu = as_mu(rule.mu if rule.name == "modprop" else 0.0, s, blocks)
@@ -365,8 +371,8 @@ def rate_loss(w: RateParams, x: torch.Tensor, labels: torch.Tensor, alpha: float
     h = rate_forward(w, x, alpha, theta, recurrent)
     h_last = h[-1]
     if rule.name == "mdgl":
-        w_hop = w.w_rec.detach() if rule.mdgl_weights == "cell" else surrogate(blocks, members, rule.keep_diagonal)
-        hop = (1 - alpha) * torch.bmm(activation(h[-2], theta), w_hop.to(h.dtype))
+        wab = surrogate(blocks, members, rule.keep_diagonal).to(h.dtype)
+        hop = (1 - alpha) * torch.bmm(activation(h[-2], theta), wab)
         h_last = h_last + (hop - hop.detach())
     ce, acc = last_step_loss(readout(activation(h_last, theta), w), labels)
     return ce, acc, mu
