@@ -92,9 +92,9 @@ def run_rate(args) -> None:
     task = DelayedXOR(delay_ms=args.delay)
     cfg = RateTrainConfig(iterations=max(args.iterations, 1), lr=args.lr)
     results = {"task": {"name": "delayed_xor", "delay_ms": args.delay, "steps": task.steps},
-               "protocol": {**cfg.__dict__, "seeds": seeds, "network": RateConfig().__dict__},
+               "protocol": {**cfg.__dict__, "seeds": seeds, "network": RateConfig(init=args.init).__dict__},
                "reduced": args.note, "rules": {}}
-    net0 = init_rate_network(RateConfig(), seeds)
+    net0 = init_rate_network(RateConfig(init=args.init), seeds)
     # result keys: the rule's name, with "_cell" when its hops use the exact W (RateRule.hop_weights)
     rules = {name + ("_cell" if args.hop_weights == "cell" and name in ("modprop", "mdgl") else ""):
              RateRule(name, mu=args.mu, hop_weights=args.hop_weights) for name in args.rules}
@@ -262,6 +262,8 @@ def main() -> None:
     r.add_argument("--mu", type=float, default=0.25)
     r.add_argument("--hop-weights", choices=["type", "cell"], default="type",
                    help="ModProp/MDGL hops through the block means (A.4) or the exact W (the released code's effect)")
+    r.add_argument("--init", choices=["spec", "released"], default="spec",
+                   help="W_rec/W_out initialisation: A.2 as written, or the released script's order")
     r.add_argument("--delay", type=int, default=700)
     r.add_argument("--name", default="modprop_xor_rate")
     r.add_argument("--note", default=None, help="how this run departs from the full protocol")

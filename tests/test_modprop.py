@@ -264,3 +264,22 @@ FROZEN = [[0.7240986359866907, 0.6935308468821941],
           [0.6926209399528405, 0.6514479712648924],
           [0.6753397822071348, 0.6903657886634945],
           [0.6743411917594753, 0.6734610038159876]]
+
+
+def test_rate_init_released_order():
+    """``init = "released"``: balance and radius on the full matrix, the diagonal removed after,
+    so ρ(W_rec) > 1 and each column sums to minus its removed diagonal; W_out are the first columns
+    of a balanced matrix (each sums to 0). The spec order is unchanged by the option."""
+    spec = init_rate_network(RateConfig(), [3], dtype=DT)
+    rel = init_rate_network(RateConfig(init="released"), [3], dtype=DT)
+    assert torch.equal(spec.params.w_in, rel.params.w_in)
+    w, w_out = effective(rel).w_rec[0], effective(rel).w_out[0]
+    assert float(w.diagonal().abs().max()) == 0.0
+    assert float(torch.linalg.eigvals(w).abs().max()) > 1.05
+    assert float(w_out.sum(0).abs().max()) < 1e-12 and float(effective(spec).w_out[0].sum(0).abs().min()) > 0.1
+    assert bool((w_out[:97] >= 0).all()) and bool((w_out[97:] <= 0).all())
+    # E columns: E units lost a positive self-weight, I units a negative one
+    col = w.sum(0)
+    assert bool((col[:97] < 0).all()) and bool((col[97:] > 0).all())
+    with pytest.raises(ValueError, match="rate.init = 'paper': must be spec or released"):
+        RateConfig(init="paper")

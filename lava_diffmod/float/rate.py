@@ -19,9 +19,10 @@ W_in is unconstrained.
 
 Rewiring, documented simplification of deep rewiring (temperature 0, as in the released run):
 after each optimiser step the connected magnitudes shrink by lr·l1 (L1), and disconnected
-synapses are never reconnected. The released code reconnects random synapses to keep the count
-at the 0.99 connectivity bound; at temperature 0 and dense start the count only falls, so the
-bound is never active and we drop the reconnection.
+synapses are never reconnected. The released code differs in two ways we drop: it reconnects
+random synapses at magnitude 1e-12 whenever fewer than 99 % of W_rec and W_out are connected (a
+floor, active once more than 1 % are pruned), and it re-zeroes after the Adam step a magnitude
+that was ≤ 0 before it (here Adam's momentum can revive a disconnected synapse).
 """
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class RateConfig:
     dale: bool = True
     rewiring: bool = True
     l1: float = 0.01            # rewiring shrinkage per step, in units of lr
+    init: str = "spec"          # "spec": A.2 as written; "released": the released script's order
+
 
     def __post_init__(self):
         for name in ("n_rec", "n_in", "n_out"):
@@ -61,6 +64,8 @@ class RateConfig:
             raise ValueError(f"rate.n_rec = {self.n_rec}: Dale's law needs at least one inhibitory unit")
         if self.l1 < 0:
             raise ValueError(f"rate.l1 = {self.l1}: must be >= 0")
+        if self.init not in ("spec", "released"):
+            raise ValueError(f"rate.init = {self.init!r}: must be spec or released")
 
     @property
     def alpha(self) -> float:
@@ -119,15 +124,31 @@ def balance_per_neuron(w: torch.Tensor) -> torch.Tensor:
     return w + e * shift_e + i * shift_i
 
 
-def init_rate_network(cfg: RateConfig, seeds: list[int], dtype=torch.float32, device="cpu") -> RateNetwork:
-    """S = len(seeds) networks; W_rec by (1)–(4) of A.2, per seed:
+def signed_recurrent(mag: torch.Tensor, sign: torch.Tensor, mask: torch.Tensor, dale: bool) -> torch.Tensor:
+    """Steps (1)–(4) of A.2 on magnitudes ``mag`` (S, N, N): the presynaptic sign and ``mask``,
+    the I rows rescaled so that Σ E weights = −Σ I weights, every unit balanced to zero summed
+    input (:func:`balance_per_neuron`), then scaled to spectral radius 1. Without Dale: mag ⊙ mask
+    scaled to spectral radius 1."""
+    if dale:
+        w = sign[:, None] * mag.abs() * mask
+        exc = sign > 0
+        w[:, ~exc] *= (w[:, exc].sum((-2, -1)) / -w[:, ~exc].sum((-2, -1)))[:, None, None]
+        w = balance_per_neuron(w)
+    else:
+        w = mag * mask
+    return w / torch.linalg.eigvals(w).abs().amax(-1)[:, None, None]
 
-    (1) dense magnitudes |N(0,1)| with the sign of the presynaptic unit, zero diagonal;
-    (2) the I rows rescaled so that Σ E weights = −Σ I weights;
-    (3) every unit balanced to zero summed input (:func:`balance_per_neuron`);
-    (4) scaled to spectral radius 1.
-    W_in ~ N(0, 1); W_out magnitudes |N(0,1)|/√N with the presynaptic sign; b_out = 0.
-    Without Dale, (2)–(3) are skipped and W_rec ~ N(0,1) before (4). E units come first.
+
+def init_rate_network(cfg: RateConfig, seeds: list[int], dtype=torch.float32, device="cpu") -> RateNetwork:
+    """S = len(seeds) networks, per seed, E units first, W_in ~ N(0, 1), b_out = 0.
+
+    ``init = "spec"`` (A.2 as written): W_rec by :func:`signed_recurrent` with the zero diagonal
+    applied first (so ρ(W_rec) = 1 and every column sums to 0); W_out ~ N(0,1)/√N (with Dale:
+    its magnitudes, with the presynaptic sign).
+
+    ``init = "released"`` (the released script's order): :func:`signed_recurrent` on the full
+    matrix, the diagonal removed afterwards (ρ(W_rec) then exceeds 1 and I units lose their
+    self-inhibition); W_out the first n_out columns of another such full matrix (columns sum to 0).
     """
     n = cfg.n_rec
     sign = torch.where(torch.arange(n) < cfg.n_exc, 1.0, -1.0).double()
@@ -138,18 +159,16 @@ def init_rate_network(cfg: RateConfig, seeds: list[int], dtype=torch.float32, de
 
     mask = 1 - torch.eye(n, dtype=torch.float64)
     w_in = draw("w_in", (cfg.n_in, n))
-    if cfg.dale:
-        w = sign[:, None] * draw("w_rec", (n, n)).abs() * mask
-        exc = sign > 0
-        w[:, ~exc] *= (w[:, exc].sum((-2, -1)) / -w[:, ~exc].sum((-2, -1)))[:, None, None]
-        w = balance_per_neuron(w)
+    if cfg.init == "spec":
+        w = signed_recurrent(draw("w_rec", (n, n)), sign, mask, cfg.dale)
+        w_out = draw("w_out", (n, cfg.n_out)) / math.sqrt(n)
     else:
-        w = draw("w_rec", (n, n)) * mask
-    w = w / torch.linalg.eigvals(w).abs().amax(-1)[:, None, None]
-    w_out = draw("w_out", (n, cfg.n_out))
+        full = torch.ones_like(mask)
+        w = signed_recurrent(draw("w_rec", (n, n)), sign, full, cfg.dale) * mask
+        w_out = signed_recurrent(draw("w_out", (n, n)), sign, full, cfg.dale)[..., :cfg.n_out]
     if cfg.dale:
         w, w_out = w.abs(), w_out.abs()     # magnitudes; the sign lives in ``sign``
-    params = RateParams(w_in, w, w_out / math.sqrt(n), torch.zeros(len(seeds), cfg.n_out, dtype=torch.float64))
+    params = RateParams(w_in, w, w_out, torch.zeros(len(seeds), cfg.n_out, dtype=torch.float64))
     params = RateParams(*(p.to(device=device, dtype=dtype) for p in params))
     types = (sign < 0).long() if cfg.dale else torch.zeros(n, dtype=torch.long)
     return RateNetwork(params, sign.to(device=device, dtype=dtype), types.to(device), cfg)
