@@ -138,7 +138,8 @@ class FixedConfig:
     hw: str = _f("loihi2")                 # shipped profile name or a profile file's path
     switches: Any = _f("hardware")         # "off", "hardware" or a table (fixed/switches.py)
     lr: float = _f(100.0, **_range(0, lo_open=True))        # SGD learning rate (no Adam on chip), float units
-    weight_headroom: float = _f(0.5, **_range(0, 1, lo_open=True))  # initial max |W| ↦ this share of the range
+    weight_headroom: float = _f(0.5, **_range(0, 1, lo_open=True))  # initial max |W_in|, |W_rec|, |B| ↦ this share of the range
+    readout_headroom: float = _f(0.5, **_range(0, 1, lo_open=True))  # initial max |W_out| ↦ this share (room to grow)
     trace_rate_max: float = _f(0.1, **_range(0, 1, lo_open=True))   # ε^v that fills a 7-bit trace
     err_range: float = _f(1.0, **_range(0, lo_open=True))   # |err| that fills the third factor
     tag_fill: float = _f(0.25, **_range(0, 1, lo_open=True))  # share of the largest x1·y1 that fills the tag

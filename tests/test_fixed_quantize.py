@@ -66,8 +66,20 @@ def test_weights_fit_the_profile_and_fill_the_headroom(cue, fp2):
         # factor 2 below it (its exponent is a power of two)
         assert abs(max(m_in, m_rec) - target) <= 1
         assert target / 2 - 1 <= min(m_in, m_rec) <= target + 1
-        assert abs(int(fp2.w_out[s].abs().max()) - target) <= 1
+        assert abs(int(fp2.w_out[s].abs().max()) - cfg.fixed.readout_headroom * lim) <= 1
         assert abs(int(fp2.feedback[s].abs().max()) - target) <= 1
+
+
+def test_readout_headroom_scales_only_w_out(cue):
+    cfg = cue[0]
+    fp_small = _quantize(cue, readout_headroom=1 / 32)
+    fp_base = _quantize(cue)
+    assert torch.equal(fp_small.w_in, fp_base.w_in) and torch.equal(fp_small.w_rec, fp_base.w_rec)
+    assert torch.equal(fp_small.feedback, fp_base.feedback)
+    for s in range(len(SEEDS)):
+        assert abs(int(fp_small.w_out[s].abs().max()) - 255 / 32) <= 1
+    ratio = fp_small.s_w["out"] / fp_base.s_w["out"]
+    assert torch.allclose(ratio, torch.full_like(ratio, (1 / 32) / cfg.fixed.readout_headroom))
 
 
 def test_weight_exponents_lie_in_the_profile_range(fp1, fp2):

@@ -5,7 +5,8 @@ Units (per network s; every integer quantity q_int ≈ scale · q_float):
 * voltage  v_int = s_v v,  s_v = 2^vth_shift · vth / ϑ (the threshold mantissa vth is chosen as
   large as the weight exponents allow); decays d = round(2^12 (1 − α)) etc.
 * weights  W_int = round(s_w W),  s_w = s_v s_in / 2^(act_shift + weight_exp), one exponent per
-  matrix, chosen so that the initial max |W| fills ``weight_headroom`` of the 8-bit range.
+  matrix, chosen so that the initial max |W| fills ``weight_headroom`` of the 8-bit range
+  (``readout_headroom`` for W_out, whose entries grow most in training).
 * readout  y_int = s_o y; feedback B_int = s_B B; error err_int = round(s_e err), s_e = 127/err_range.
 * learning signal  L_int = s_L L, release = Σ_m B_int err_int >> f_shift (so s_L = s_B s_e / 2^f_shift).
 * pre trace  x1 = s_x ε^v, s_x = 127 / trace_rate_max; impulse s_x s_in; post trace y1 = s_y ψ,
@@ -169,7 +170,7 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
     # readout: its own scale, exponent at the top of the range that keeps y in 24 bits
     mx_out = _max_abs(net.params.w_out)
     wexp["out"] = torch.zeros_like(wexp["in"]).clamp(e_lo, e_hi)
-    s_w["out"] = target / mx_out
+    s_w["out"] = options.readout_headroom * w_lim / mx_out
     ints["out"] = (net.params.w_out.double() * s_w["out"][:, None, None]).round().long()
     s_o = s_w["out"] * 2.0 ** (act + wexp["out"]) / (1 - net.kappa)
     fb = (random_feedback(net, seeds) if switches.random_feedback else net.feedback).double()
