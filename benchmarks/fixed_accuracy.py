@@ -10,7 +10,8 @@
   the approximation truncated to zero, and the saturation events.
 * training: float (plain SGD at the fixed backend's rate; Adam does not exist on chip) against the
   fixed emulator with every switch on, the same seeds batched; final evaluation accuracy, mean
-  and 95% CI, and the gap; ``--conditions`` adds single approximations (``--no-baselines``: only those).
+  and 95% CI, and the gap; ``--conditions`` adds single approximations or ``hardware-a,b`` (every
+  hardware switch but a and b) (``--no-baselines``: only those).
 * forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
   the cost of the fixed-point forward pass alone.
 """
@@ -40,8 +41,13 @@ def base_overrides(args) -> dict:
 
 
 def condition_switches(name: str):
+    """``hardware``; ``hardware-a,b``: every hardware switch but a, b (leave-out, LOIHI.md §5.3);
+    else one approximation alone (``Switches.only``)."""
     if name == "hardware":
         return "hardware"
+    if name.startswith("hardware-"):
+        off = Switches.off()
+        return {"preset": "hardware", **{f: getattr(off, f) for f in name.removeprefix("hardware-").split(",")}}
     sw = Switches.only(name)
     return {"preset": "off", **{f: getattr(sw, f) for f in sw.names()}}
 
