@@ -120,6 +120,7 @@ class ModPropConfig:
     truncation: str = _f("none", **_choices("none", "mdgl"))
     form: str = _f("backward", **_choices("backward", "online"))
     keep_diagonal: bool = _f(False)   # the surrogate keeps its diagonal (form 3 is then exact)
+    hop_weights: str = _f("type", **_choices("type", "cell"))     # hops cross the block means or the exact W
     remedy: str = _f("clip_mu", **_choices("clip_mu", "raise"))   # when ρ(A) ≥ 1 − margin
     margin: float = _f(0.01, **_range(0, 1, lo_open=True, hi_open=True))
 
@@ -285,6 +286,9 @@ class Config:
         if self.modprop.form == "online" and self.modprop.truncation == "mdgl":
             raise ConfigError("modprop.form = 'online' with modprop.truncation = 'mdgl': the online form "
                               "(form 3) keeps every hop; use form = 'backward' for MDGL")
+        if self.modprop.form == "online" and self.modprop.hop_weights == "cell":
+            raise ConfigError("modprop.form = 'online' with modprop.hop_weights = 'cell': every cell its own "
+                              "type needs N² filter state per presynaptic neuron; use form = 'backward'")
         self.dopamine_setup()
         if self.train.backend == "fixed":
             self.fixed_setup()

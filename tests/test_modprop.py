@@ -7,12 +7,14 @@ import warnings
 import pytest
 import torch
 
-from lava_diffmod.config import NeuronConfig
+from lava_diffmod import config
+from lava_diffmod.config import ConfigError, ModPropConfig, NeuronConfig
 from lava_diffmod.float.rate import (RateConfig, RateParams, activation, effective, init_rate_network)
 from lava_diffmod.float.readout import Objective
 from lava_diffmod.float.rsnn import Network
 from lava_diffmod.rules.eprop import eprop_factorised
-from lava_diffmod.rules.modprop import (NonLocal, RateRule, block_means, filter_matrices, guarded_mu, modprop,
+from lava_diffmod.rules import Rule, gradient_fn
+from lava_diffmod.rules.modprop import (NonLocal, RateRule, block_means, cell_types, filter_matrices, guarded_mu, modprop,
                                         nonlocal_gradients, rate_loss, rate_postsynaptic_factor, type_matrix)
 from lava_diffmod.tasks import REGISTRY
 from lava_diffmod.tasks.delayed_xor import DelayedXOR, SpikingDelayedXOR
@@ -202,6 +204,27 @@ def test_spiking_oracle_matches_online_form():
     assert torch.equal(oracle.grads.w_out, ref.grads.w_out)
     mdgl = modprop(net, x, target, obj, mu=2.0, truncation="mdgl")
     assert rel_err(mdgl.grads.w_rec, ref.grads.w_rec) > 1e-6
+
+
+def test_spiking_cell_hops_forms_agree_and_rule_dispatch():
+    """hop_weights = "cell": every cell its own type, so the hops cross the exact W; the online
+    form with N types equals the backward oracle, and ``--rule modprop`` passes the cell types."""
+    net, x, target, obj = spiking_setup()
+    keys = torch.zeros(S, B, dtype=torch.int64)
+    cells = cell_types(net.params.w_rec)
+    oracle = modprop(net, x, target, obj, keys, mu=2.0, types=cells, keep_diagonal=True)
+    online = modprop(net, x, target, obj, keys, mu=2.0, types=cells, form="online")
+    typed = modprop(net, x, target, obj, keys, mu=2.0)
+    for a, b, c in zip(oracle.grads[:2], online.grads[:2], typed.grads[:2]):
+        assert rel_err(a, b) < 1e-10 and rel_err(a, c) > 1e-4
+    rule = Rule("modprop", obj, modprop=ModPropConfig(hop_weights="cell"), mu=torch.full((S,), 2.0, dtype=DT))
+    via_rule = gradient_fn(rule, net)(net, x, target, keys)
+    plain = modprop(net, x, target, obj, keys, mu=torch.full((S,), 2.0, dtype=DT), types=cells)
+    for a, b in zip(via_rule.grads, plain.grads):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="modprop.hop_weights = 'cell'"):
+        config.load("examples/cue_accumulation.toml",
+                    {"rule.name": "modprop", "modprop.form": "online", "modprop.hop_weights": "cell"})
 
 
 def test_spiking_guard_fires_on_large_mu():

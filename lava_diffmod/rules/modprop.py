@@ -61,6 +61,11 @@ def type_matrix(types: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
     return (types[:, None] == labels[None, :]).to(dtype)
 
 
+def cell_types(w_rec: torch.Tensor) -> torch.Tensor:
+    """Every cell its own type (N,): the block means are W itself, so the hops cross the exact W."""
+    return torch.arange(w_rec.shape[-1], device=w_rec.device)
+
+
 def block_means(w: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """w[a, b] = mean of W (S, N, N) over pre type a × post type b (zeros count) → (S, C, C)."""
     n = members.sum(0)
@@ -360,7 +365,7 @@ def rate_loss(w: RateParams, x: torch.Tensor, labels: torch.Tensor, alpha: float
     h^{T−2} (the task is scored at the last step only, so no other hop is non-zero)."""
     s = w.w_rec.shape[0]
     if rule.hop_weights == "cell":
-        types = torch.arange(w.w_rec.shape[-1])
+        types = cell_types(w.w_rec)
     members = type_matrix(types, torch.float64).to(w.w_rec.device)
     blocks = block_means(w.w_rec.detach().double(), members)
     mu = as_mu(rule.mu if rule.name == "modprop" else 0.0, s, blocks)
