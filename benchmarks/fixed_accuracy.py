@@ -46,8 +46,12 @@ def condition_switches(name: str):
     if name == "hardware":
         return "hardware"
     if name.startswith("hardware-"):
-        off = Switches.off()
-        return {"preset": "hardware", **{f: getattr(off, f) for f in name.removeprefix("hardware-").split(",")}}
+        off, left_out = Switches.off(), name.removeprefix("hardware-").split(",")
+        unknown = [f for f in left_out if f not in APPROXIMATIONS]
+        if unknown:
+            raise SystemExit(f"--conditions {name}: unknown switch {', '.join(unknown)}; "
+                             f"allowed: {', '.join(APPROXIMATIONS)}")
+        return {"preset": "hardware", **{f: getattr(off, f) for f in left_out}}
     sw = Switches.only(name)
     return {"preset": "off", **{f: getattr(sw, f) for f in sw.names()}}
 

@@ -91,10 +91,11 @@ def run_rate(args) -> None:
     seeds = list(range(args.seeds))
     task = DelayedXOR(delay_ms=args.delay)
     cfg = RateTrainConfig(iterations=max(args.iterations, 1), lr=args.lr)
+    net_cfg = RateConfig(init=args.init)
     results = {"task": {"name": "delayed_xor", "delay_ms": args.delay, "steps": task.steps},
-               "protocol": {**cfg.__dict__, "seeds": seeds, "network": RateConfig(init=args.init).__dict__},
+               "protocol": {**cfg.__dict__, "seeds": seeds, "network": net_cfg.__dict__},
                "reduced": args.note, "rules": {}}
-    net0 = init_rate_network(RateConfig(init=args.init), seeds)
+    net0 = init_rate_network(net_cfg, seeds)
     # result keys: the rule's name, with "_cell" when its hops use the exact W (RateRule.hop_weights)
     rules = {name + ("_cell" if args.hop_weights == "cell" and name in ("modprop", "mdgl") else ""):
              RateRule(name, mu=args.mu, hop_weights=args.hop_weights) for name in args.rules}

@@ -14,8 +14,9 @@ from lava_diffmod.float.readout import Objective
 from lava_diffmod.float.rsnn import Network
 from lava_diffmod.rules.eprop import eprop_factorised
 from lava_diffmod.rules import Rule, gradient_fn
-from lava_diffmod.rules.modprop import (NonLocal, RateRule, block_means, cell_types, filter_matrices, guarded_mu, modprop,
-                                        nonlocal_gradients, rate_loss, rate_postsynaptic_factor, type_matrix)
+from lava_diffmod.rules.modprop import (NonLocal, RateRule, block_means, cell_types, filter_matrices, guarded_mu,
+                                        modprop, nonlocal_gradients, rate_loss, rate_postsynaptic_factor,
+                                        type_matrix)
 from lava_diffmod.tasks import REGISTRY
 from lava_diffmod.tasks.delayed_xor import DelayedXOR, SpikingDelayedXOR
 from lava_diffmod.training.rate_train import RateTrainConfig, summary, train_rate

@@ -51,7 +51,6 @@ class RateConfig:
     l1: float = 0.01            # rewiring shrinkage per step, in units of lr
     init: str = "spec"          # "spec": A.2 as written; "released": the released script's order
 
-
     def __post_init__(self):
         for name in ("n_rec", "n_in", "n_out"):
             if getattr(self, name) < 1:

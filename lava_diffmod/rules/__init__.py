@@ -49,14 +49,14 @@ def gradient_fn(rule: Rule, net: Network):
     if rule.name == "bptt":
         return lambda net, x, target, keys: bptt(net, x, target, rule.objective)
     if rule.name == "modprop":
-        from .modprop import cell_types, modprop
+        from .modprop import modprop
         mp = rule.modprop or ModPropConfig()
 
         def fn(net, x, target, keys):
             with torch.no_grad():
                 return modprop(net, x, target, rule.objective, keys, mu=rule.mu, truncation=mp.truncation,
                                form=mp.form, keep_diagonal=mp.keep_diagonal, remedy=mp.remedy, margin=mp.margin,
-                               types=cell_types(net.params.w_rec) if mp.hop_weights == "cell" else None)
+                               hop_weights=mp.hop_weights)
         return fn
     mod = rule.modulator(net)
     if rule.mode == "online":

@@ -140,12 +140,14 @@ class NonLocal:
     truncation: ``none`` (ModProp, all hops, μ) or ``mdgl`` (one hop, exact f'/ψ, no μ);
     form: ``backward`` (form 1 as a linear backward scan) or ``online`` (form 3, U-state;
     implies a block-constant surrogate with diagonal); keep_diagonal: Wab keeps diag(P w Pᵀ);
-    remedy/margin: the ρ(A) guard (:func:`guarded_mu`)."""
+    remedy/margin: the ρ(A) guard (:func:`guarded_mu`); hop_weights: ``type`` (the block means
+    of the given types) or ``cell`` (every cell its own type: the hops cross the exact W)."""
     truncation: str = "none"
     form: str = "backward"
     keep_diagonal: bool = False
     remedy: str = "clip_mu"
     margin: float = 0.01
+    hop_weights: str = "type"
 
     def __post_init__(self):
         if self.truncation not in TRUNCATIONS:
@@ -158,6 +160,11 @@ class NonLocal:
             raise ValueError(f"modprop.remedy = {self.remedy!r}: must be one of {', '.join(REMEDIES)}")
         if not 0 < self.margin < 1:
             raise ValueError(f"modprop.margin = {self.margin}: must be in (0, 1)")
+        if self.hop_weights not in ("type", "cell"):
+            raise ValueError(f"modprop.hop_weights = {self.hop_weights!r}: must be type or cell")
+        if self.form == "online" and self.hop_weights == "cell":
+            raise ValueError("modprop.form = 'online' with hop_weights = 'cell' needs N² state per neuron: "
+                             "use form = 'backward'")
 
 
 def modprop_backward(lam: torch.Tensor, wab: torch.Tensor, alpha: float, c_in: float,
@@ -217,6 +224,8 @@ def nonlocal_gradients(x: torch.Tensor, z_prev: torch.Tensor, lam: torch.Tensor,
     x (T, S, B, n_in) and z_prev (T, S, B, N) are the presynaptic signals, Λ (T, S, B, N) the
     postsynaptic factor, ``deriv`` f' or ψ (T, S, B, N) for MDGL's first hop; w_rec (S, N, N)
     the current effective (signed, masked) weights: block means are recomputed from it."""
+    if how.hop_weights == "cell":
+        types = cell_types(w_rec)
     members = type_matrix(types, torch.float64).to(w_rec.device)
     blocks = block_means(w_rec.detach().double(), members)
     mu = as_mu(0.0 if how.truncation == "mdgl" else mu, w_rec.shape[0], blocks)
@@ -259,7 +268,7 @@ def default_mu(net: Network, x: torch.Tensor, k: float = 0.5) -> torch.Tensor:
 def modprop(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
             trial_keys: torch.Tensor | None = None, *, mu, types: torch.Tensor | None = None,
             truncation: str = "none", form: str = "backward", keep_diagonal: bool = False,
-            remedy: str = "clip_mu", margin: float = 0.01,
+            remedy: str = "clip_mu", margin: float = 0.01, hop_weights: str = "type",
             modulator: Modulator | None = None) -> Gradients:
     """ModProp (or MDGL) gradients of S spiking networks, shaped like :func:`eprop_factorised`.
 
@@ -267,8 +276,9 @@ def modprop(net: Network, x: torch.Tensor, target: torch.Tensor, obj: Objective,
     replaces ψ and the block-mean W replaces W on every hop through a recurrent weight, and only
     the membrane leak α is kept on those paths (c_in = s_in). μ: float or (S,), units of ψ;
     types (N,): cell types, default LIF/ALIF (``net.is_alif``); truncation ``none`` | ``mdgl``;
-    form ``backward`` (form 1) | ``online`` (form 3); μ = 0 gives e-prop bit for bit."""
-    how = NonLocal(truncation, form, keep_diagonal, remedy, margin)
+    form ``backward`` (form 1) | ``online`` (form 3); hop_weights ``type`` | ``cell`` (exact W);
+    μ = 0 gives e-prop bit for bit."""
+    how = NonLocal(truncation, form, keep_diagonal, remedy, margin, hop_weights)
     if trial_keys is None:
         trial_keys = torch.zeros(x.shape[1:3], dtype=torch.int64, device=x.device)
     types = net.is_alif.long() if types is None else types
@@ -349,11 +359,9 @@ class RateRule:
     def __post_init__(self):
         if self.name not in RATE_RULES:
             raise ValueError(f"rate_rule.name = {self.name!r}: must be one of {', '.join(RATE_RULES)}")
-        if self.hop_weights not in ("type", "cell"):
-            raise ValueError(f"rate_rule.hop_weights = {self.hop_weights!r}: must be type or cell")
         if self.mu < 0:
             raise ValueError(f"rate_rule.mu = {self.mu}: must be >= 0")
-        NonLocal(remedy=self.remedy, margin=self.margin)
+        NonLocal(remedy=self.remedy, margin=self.margin, hop_weights=self.hop_weights)
 
 
 def rate_loss(w: RateParams, x: torch.Tensor, labels: torch.Tensor, alpha: float, theta: float,
