@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import tomllib
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import RESULTS, ROOT, record  # noqa: E402
 from lava_diffmod import config as config_mod  # noqa: E402
 from lava_diffmod.cli import parse_sets  # noqa: E402
-from lava_diffmod.fixed.switches import APPROXIMATIONS, Switches  # noqa: E402
+from lava_diffmod.fixed.switches import ALONE, APPROXIMATIONS, Switches  # noqa: E402
 from lava_diffmod.training import checkpoint, trainer  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
@@ -42,18 +43,33 @@ def base_overrides(args) -> dict:
 
 def condition_switches(name: str):
     """``hardware``; ``hardware-a,b``: every hardware switch but a, b (leave-out, LOIHI.md §5.3);
-    else one approximation alone (``Switches.only``)."""
-    if name == "hardware":
-        return "hardware"
-    if name.startswith("hardware-"):
-        off, left_out = Switches.off(), name.removeprefix("hardware-").split(",")
-        unknown = [f for f in left_out if f not in APPROXIMATIONS]
-        if unknown:
-            raise SystemExit(f"--conditions {name}: unknown switch {', '.join(unknown)}; "
-                             f"allowed: {', '.join(APPROXIMATIONS)}")
-        return {"preset": "hardware", **{f: getattr(off, f) for f in left_out}}
-    sw = Switches.only(name)
-    return {"preset": "off", **{f: getattr(sw, f) for f in sw.names()}}
+    ``off``; else one approximation alone (``Switches.only``). A suffix ``+c,d=v`` turns switch c
+    on (its value alone) and sets d = v (TOML value) on top, e.g.
+    ``hardware-drop_alif_eps_a+eps_a_tag2,t_epoch=16``."""
+    name, _, extra = name.partition("+")
+    if name in ("hardware", "off"):
+        spec = {"preset": name}
+    elif name.startswith("hardware-"):
+        off = Switches.off()
+        spec = {"preset": "hardware", **{f: getattr(off, f) for f in known(name.removeprefix("hardware-"), name)}}
+    else:
+        sw = Switches.only(known(name, name)[0])
+        spec = {"preset": "off", **{f: getattr(sw, f) for f in sw.names()}}
+    for item in filter(None, extra.split(",")):
+        key, sep, value = item.partition("=")
+        known(key, item)
+        spec[key] = tomllib.loads(f"v = {value}")["v"] if sep else ALONE.get(key, True)
+    return spec
+
+
+def known(names: str, where: str) -> list[str]:
+    """The switch names of a comma list, or a clear exit naming the unknown ones."""
+    out = names.split(",")
+    unknown = [f for f in out if f not in APPROXIMATIONS]
+    if unknown:
+        raise SystemExit(f"--conditions {where}: unknown switch {', '.join(unknown)}; "
+                         f"allowed: {', '.join(APPROXIMATIONS)}")
+    return out
 
 
 def fidelity(args) -> dict:

@@ -144,6 +144,7 @@ class FixedConfig:
     trace_rate_max: float = _f(0.1, **_range(0, 1, lo_open=True))   # ε^v that fills a 7-bit trace
     err_range: float = _f(1.0, **_range(0, lo_open=True))   # |err| that fills the third factor
     tag_fill: float = _f(0.25, **_range(0, 1, lo_open=True))  # share of the largest x1·y1 that fills the tag
+    eps_a_max: float = _f(0.03, **_range(0, 1, lo_open=True))  # ε^a that fills tag_2 d (switches.eps_a_tag2)
     field_bits: int = _f(16, **_range(4, 62))               # modulator field width (signed)
     field_frac_bits: int = _f(4, **_range(0, 30))           # extra fractional bits of the field
     acc_bits: int = _f(40, **_range(8, 62))                 # host accumulator of the batch's updates

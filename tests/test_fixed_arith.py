@@ -321,6 +321,42 @@ def test_tag_limits_and_sign_split():
     assert neg.tolist() == [127, 5, 0, 0, 0]
 
 
+def test_tag_increment_subtracts_the_eps_a_product_by_hand():
+    # inc 1*2^-2 on x1*y1 = 800 >> 3 = 100 -> 100 * 2^5 = 3200; inc_a 5*2^-2 on d*y1 = 400 >> 5 = 12
+    # -> -12 * 5 * 2^5 = -1920; together 1280 in units of 2^-7, i.e. +10 tag units
+    rule = arith.TagRule(1, -2, 1, -3, 3, 7, 16, -257, 255, 5, -2, 5)
+    assert arith.tag_increment(t(800), rule).tolist() == [3200]
+    assert arith.tag_increment(t(800), rule, t(400)).tolist() == [1280]
+    new, hits = arith.tag_step(t(0)[None], t(800)[None], t(0)[None], rule, t(400)[None])
+    assert new.tolist() == [[10]] and hits.tolist() == [0]
+
+
+EPS_A_RULE = arith.EpsARule(inc_m=1, inc_e=-7, decay_m=1, decay_e=-7, adapt_m=5, adapt_e=-7, down_xy=3,
+                            down_dy=5, frac=7, acc_bits=16, hi=63)
+
+
+def test_eps_a_fixed_step_by_hand():
+    # d = 10: + (800 >> 3) * 1 = 100, - 10 * 1 = -10, - (400 >> 5 = 12) * 5 = -60 -> +30 / 128 of a unit
+    d, xy, dy = t(10)[None], t(800)[None], t(400)[None]
+    low, _ = arith.eps_a_fixed_step(d, xy, dy, t(0)[None], EPS_A_RULE)        # (1280 + 30) >> 7 = 10
+    high, _ = arith.eps_a_fixed_step(d, xy, dy, t(97)[None], EPS_A_RULE)      # (1310 + 97) >> 7 = 10
+    top, _ = arith.eps_a_fixed_step(d, xy, dy, t(98)[None], EPS_A_RULE)       # 1408 >> 7 = 11
+    assert (low.tolist(), high.tolist(), top.tolist()) == ([[10]], [[10]], [[11]])
+    # the expected step over every random value is exactly 30 / 128 (stochastic rounding is unbiased)
+    r = torch.arange(128, dtype=I64)[None]
+    mean, _ = arith.eps_a_fixed_step(d.expand(1, 128), xy.expand(1, 128), dy.expand(1, 128), r, EPS_A_RULE)
+    assert float(mean.double().mean()) == 10 + 30 / 128
+
+
+def test_eps_a_fixed_step_saturates_unsigned_and_counts():
+    d = t(63, 0)[None]
+    new, hits = arith.eps_a_fixed_step(d, t(127 * 127, 127 * 127)[None], t(0, 0)[None], t(0, 0)[None], EPS_A_RULE)
+    assert new.tolist() == [[63, 15]] and hits.tolist() == [1]      # 16129 >> 3 = 2016 -> +15.75 -> 15
+    # a decay and adaptation below zero stop at zero
+    new, hits = arith.eps_a_fixed_step(t(1)[None], t(0)[None], t(127 * 128)[None], t(0)[None], EPS_A_RULE)
+    assert new.tolist() == [[0]] and hits.tolist() == [1]
+
+
 # ---------------------------------------------------------------------------------------------
 # stochastic rounding and the random streams
 

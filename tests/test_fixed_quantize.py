@@ -9,7 +9,7 @@ import torch
 from helpers import tiny
 from lava_diffmod import config
 from lava_diffmod.config import ConfigError
-from lava_diffmod.fixed.quantize import literal_value, quantize, report, to_literal
+from lava_diffmod.fixed.quantize import literal_floor, literal_value, quantize, report, to_literal
 from lava_diffmod.fixed.switches import Switches
 from lava_diffmod.float.rsnn import Network
 from lava_diffmod.hw import load_profile
@@ -285,6 +285,8 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     (dict(t_epoch=0), ["t_epoch", "0"]),
     (dict(tag_leak_grid="log"), ["tag_leak_grid", "log"]),
     (dict(dense_delay=9), ["dense_delay", "9"]),
+    (dict(eps_a_tag2=True), ["eps_a_tag2", "trace_bits"]),
+    (dict(eps_a_tag2=True, trace_bits=True, drop_alif_eps_a=True), ["eps_a_tag2", "drop_alif_eps_a = false"]),
 ])
 def test_switches_reject_bad_combinations(kwargs, words):
     with pytest.raises(ConfigError) as e:
@@ -364,3 +366,55 @@ def test_epoch_cadence_with_a_learning_rate_below_the_on_chip_range():
     lo, hi = exp.emulator.fp.profile["s_exp_range"]
     for lits in exp.emulator.fp.lr_lit.values():
         assert all(lo <= e <= hi for _, e in lits)
+
+
+# ---------------------------------------------------------------------------------------------
+# ALIF's ε^a in tag_2 (switches.eps_a_tag2)
+
+EPS_A = dataclasses.replace(Switches.hardware(), drop_alif_eps_a=False, eps_a_tag2=True, t_epoch=16)
+
+
+def test_literal_floor_is_the_largest_literal_not_above():
+    assert literal_floor(0.0100, 4, (-7, 8)) == (1, -7)          # 2^-7 = 0.0078; 3 * 2^-8 is out of range
+    assert literal_floor(0.0234375, 4, (-7, 8)) == (3, -7)       # exactly 3 * 2^-7
+    assert literal_value(literal_floor(0.02343, 4, (-7, 8))) == 2 ** -6       # just below 3 * 2^-7
+    assert literal_floor(0.005, 4, (-7, 8)) is None
+
+
+def test_eps_a_in_tag2_scales_and_literals(cue):
+    """d = s_d ε^a: s_d fills tag_2 at no more than eps_a_max and makes the x1·y1 increment an
+    exact literal; the decay literal is (1 − ρ)·t_epoch to the literal grid."""
+    cfg, net, _ = cue
+    fp = _quantize(cue, switches=EPS_A)
+    p, r, n = net.neuron, fp.eps_a, 16
+    assert r.hi == 2 ** 6 - 1 and (r.down_xy, r.down_dy) == (3, 5)        # loihi2: 6-bit d; x·y >> 3, d·y >> 5
+    assert fp.s_d <= r.hi / cfg.fixed.eps_a_max
+    inc = n * p.adapt_scale * fp.s_d * 2.0 ** r.down_xy / (fp.s_x * fp.s_y)
+    assert inc == pytest.approx(literal_value((r.inc_m, r.inc_e)), rel=1e-12)
+    assert literal_value((r.decay_m, r.decay_e)) == pytest.approx(n * (1 - p.rho), rel=0.05)
+    beta = float(p.beta.max())
+    assert literal_value((r.adapt_m, r.adapt_e)) == pytest.approx(n * p.adapt_scale * beta * 32 / fp.s_y, rel=0.1)
+    want_a = literal_value(fp.tag_inc) * beta * fp.s_x * 2.0 ** (5 - 3) / fp.s_d
+    assert literal_value(fp.tag_inc_a) == pytest.approx(want_a, rel=0.1)
+    rows = {row["parameter"]: row for row in report(fp, net)}
+    assert rows["eps^a decay per epoch (1 - rho) t_epoch"]["rel_error"] < 0.05
+    assert _quantize(cue).eps_a is None                                   # hardware preset: ε^a dropped
+
+
+def test_eps_a_in_tag2_names_the_epoch_it_needs(cue):
+    """τ_a = 2 s: the decay 1 − ρ = 5e-4 per step is below the smallest literal 2^-7 unless an
+    epoch is ≥ 16 steps; the error says so, and the epoch it names works."""
+    with pytest.raises(ValueError) as e:
+        _quantize(cue, switches=dataclasses.replace(EPS_A, t_epoch=4))
+    msg = _one_line(e)
+    assert "eps_a_tag2" in msg and "t_epoch >= 16" in msg and "(now 4)" in msg
+    _quantize(cue, switches=dataclasses.replace(EPS_A, t_epoch=16))
+
+
+def test_eps_a_in_tag2_needs_one_positive_beta(cue):
+    cfg, net, obj = cue
+    beta = net.neuron.beta.clone()
+    beta[-1] = 2 * beta[-1]
+    two = dataclasses.replace(net, neuron=net.neuron._replace(beta=beta))
+    with pytest.raises(ValueError, match="one β > 0"):
+        quantize(two, load_profile("loihi2"), EPS_A, cfg.fixed, obj, cfg.train.batch_size, cfg.diffusion, SEEDS)

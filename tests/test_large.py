@@ -139,6 +139,7 @@ def test_ten_thousand_neurons_on_a_100x100_grid():
 @pytest.mark.parametrize("switches", [
     "hardware",                                                      # LIF-style tags (ε^a dropped), shared SR
     {"preset": "hardware", "drop_alif_eps_a": False, "shared_rng": False, "tag_leak_grid": "exact"},
+    {"preset": "hardware", "drop_alif_eps_a": False, "eps_a_tag2": True, "t_epoch": 16, "shared_rng": False},
     "off",                                                           # float traces through the emulator
 ])
 def test_fixed_emulator_sparse_state_equals_dense(rule, switches):
@@ -162,8 +163,9 @@ def test_fixed_emulator_sparse_state_equals_dense(rule, switches):
     for a, b in zip(dense.weights, sparse.weights):
         assert torch.equal(a, b)
     assert torch.equal(dense.task_loss, sparse.task_loss)
-    for k, v in dense.events.items():   # the dense block also counts tags of absent synapses
-        assert torch.equal(v, sparse.events[k]) if k != "tag" else bool((sparse.events[k] <= v).all())
+    for k, v in dense.events.items():   # the dense block also counts tags (t, d) of absent synapses
+        per_synapse = k in ("tag", "tag_2 d (eps^a)")
+        assert torch.equal(v, sparse.events[k]) if not per_synapse else bool((sparse.events[k] <= v).all())
 
 
 def test_fixed_emulator_sparse_needs_batch_cadence():

@@ -195,6 +195,8 @@ def test_unsupported_switches_and_rules_are_clear_errors():
     with pytest.raises(ValueError, match="trace_bits"):
         LN.network_spec(grid_cfg(trace_bits=False, product_downshift=False, sign_split_L=False, shared_rng=False),
                         1, "fixed", 130, learn=True)
+    with pytest.raises(ValueError, match="drop_alif_eps_a = true, eps_a_tag2 = false"):
+        LN.network_spec(grid_cfg(drop_alif_eps_a=False, eps_a_tag2=True, t_epoch=16), 1, "fixed", 130, learn=True)
     with pytest.raises(ValueError, match="backend"):
         LN.network_spec(grid_cfg(), 1, "loihi", 130, learn=True)
     with pytest.raises(ValueError, match="outside the on-chip exponent range"):

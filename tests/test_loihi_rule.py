@@ -144,3 +144,44 @@ def test_rules_become_lava_rule_objects_lava_accepts(rules, cue):
             assert lr.dt is None
         assert lr.x1_tau == r["x1_tau"] and lr.x1_impulse == pytest.approx(r["x1_impulse"])
         assert lr.t_epoch == 1
+
+
+EPS_A = dataclasses.replace(Switches.hardware(), drop_alif_eps_a=False, eps_a_tag2=True, t_epoch=16)
+
+
+@pytest.fixture(scope="module")
+def eps_a_rules(cue):
+    cfg, net, obj = cue
+    fp = quantize(net, load_profile("loihi2"), EPS_A, cfg.fixed, obj, cfg.train.batch_size, cfg.diffusion, SEEDS)
+    return fp, learning_rules(fp, net, 0)
+
+
+def test_eps_a_in_tag2_rules_carry_the_quantisers_literals(eps_a_rules):
+    fp, r = eps_a_rules
+    e = fp.eps_a
+    for title in ("input", "recurrent"):
+        assert _literals(r[title]["dd"]) == [(e.inc_m, e.inc_e), (e.decay_m, e.decay_e), (e.adapt_m, e.adapt_e)]
+        assert re.fullmatch(r"(.+) \* u0 \* x1 \* y1 - (.+) \* u0 \* d - (.+) \* u0 \* d \* y1", r[title]["dd"])
+        assert _literals(r[title]["dt_alif"]) == [fp.tag_inc, fp.tag_inc_a, fp.tag_leak]
+        assert r[title]["t_epoch"] == 16
+    assert "dd" not in r["readout"]
+    lines = describe(r)
+    assert sum(line.strip().startswith('dd (onto ALIF units) = "') for line in lines) == 2
+
+
+@pytest.mark.lava
+def test_eps_a_in_tag2_rules_parse_in_lava(eps_a_rules):
+    """Lava reads dd and the ALIF tag rule as written: u dependency, factors, m·2^e."""
+    from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
+
+    fp, r = eps_a_rules
+    rule = r["recurrent"]
+    lr = Loihi3FLearningRule(dw=rule["dw"], dd=rule["dd"], dt=rule["dt_alif"], x1_impulse=rule["x1_impulse"],
+                             x1_tau=rule["x1_tau"], t_epoch=16)
+    got = [(p.dependency, p.s_mantissa * 2.0 ** (p.s_exp - 7), [f.state_var for f in p.factors])
+           for p in lr.dd.products]
+    want = [literal_value(x) for x in _literals(rule["dd"])]
+    assert got == [("u", want[0], ["x1", "y1"]), ("u", -want[1], ["d"]), ("u", -want[2], ["d", "y1"])]
+    got_t = [[f.state_var for f in p.factors] for p in lr.dt.products]
+    assert got_t == [["x1", "y1"], ["d", "y1"], ["t"]]
+    assert lr.decimate_exponent == 0 and lr.t_epoch == 16      # Lava allows one u_k across dw, dd, dt

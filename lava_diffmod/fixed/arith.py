@@ -61,7 +61,7 @@ def stochastic_round(x: torch.Tensor, frac_bits: int, rand: torch.Tensor) -> tor
 
 # the random streams of one step (stochastic rounding), by number
 STREAMS = {"x1_decay": 0, "x1_impulse": 1, "z_decay": 2, "z_impulse": 3, "tag": 4,
-           "w_in": 5, "w_rec": 6, "w_out": 7}
+           "w_in": 5, "w_rec": 6, "w_out": 7, "tag2": 8}
 
 
 def step_key(key: int | torch.Tensor, step: int) -> int | torch.Tensor:
@@ -281,7 +281,8 @@ def write_back(value: torch.Tensor, delta: torch.Tensor, frac_bits: int, rand: t
 
 
 class TagRule(NamedTuple):
-    """Constants of the tag rule dt = inc · u0 · x1 · y1 − leak · u0 · t (literals m·2^e)."""
+    """Constants of the tag rule dt = inc · u0 · x1 · y1 − inc_a · u0 · d · y1 − leak · u0 · t
+    (literals m·2^e; the d term only with ALIF's ε^a held in tag_2, else inc_a = 0)."""
     inc_m: int
     inc_e: int
     leak_m: int
@@ -291,15 +292,57 @@ class TagRule(NamedTuple):
     acc_bits: int
     lo: int
     hi: int
+    inc_a_m: int = 0   # literal of d·y1 (subtracted)
+    inc_a_e: int = 0
+    down_a: int = 0    # product down-shift of d·y1
 
 
-def tag_step(tag: torch.Tensor, prod: torch.Tensor, rand: torch.Tensor, rule: TagRule):
-    """t ← sat(SR((t·2^f + p_inc + p_leak) / 2^f)) with p_inc = inc·(prod >> down), p_leak = −leak·t
-    (each a clipped literal product); returns the new tag and the saturations per network."""
-    p_inc = literal_product(prod, rule.down, rule.inc_m, rule.inc_e, rule.frac, rule.acc_bits)
+def tag_increment(prod: torch.Tensor, rule: TagRule, prod_a: torch.Tensor | None = None) -> torch.Tensor:
+    """inc·(prod >> down) − inc_a·(prod_a >> down_a) in units of 2^−frac: the e-prop eligibility
+    ψ (ε^v − β ε^a) with prod = x1·y1 and prod_a = d·y1 (None: no ε^a)."""
+    p = literal_product(prod, rule.down, rule.inc_m, rule.inc_e, rule.frac, rule.acc_bits)
+    if prod_a is not None:
+        p = p + literal_product(prod_a, rule.down_a, -rule.inc_a_m, rule.inc_a_e, rule.frac, rule.acc_bits)
+    return p
+
+
+def tag_step(tag: torch.Tensor, prod: torch.Tensor, rand: torch.Tensor, rule: TagRule,
+             prod_a: torch.Tensor | None = None):
+    """t ← sat(SR((t·2^f + p_inc + p_leak) / 2^f)) with p_inc of :func:`tag_increment`, p_leak =
+    −leak·t (each a clipped literal product); returns the new tag and the saturations per network."""
     p_leak = literal_product(tag, 0, -rule.leak_m, rule.leak_e, rule.frac, rule.acc_bits)
-    raw = stochastic_round((tag << rule.frac) + p_inc + p_leak, rule.frac, rand)
+    raw = stochastic_round((tag << rule.frac) + tag_increment(prod, rule, prod_a) + p_leak, rule.frac, rand)
     new = raw.clamp(rule.lo, rule.hi)
+    return new, (raw != new).flatten(1).sum(1)
+
+
+class EpsARule(NamedTuple):
+    """Constants of the tag_2 rule that holds ALIF's ε^a as d = s_d ε^a (unsigned), evaluated
+    once per learning epoch: dd = inc · u0 · x1 · y1 − decay · u0 · d − adapt · u0 · d · y1."""
+    inc_m: int
+    inc_e: int
+    decay_m: int
+    decay_e: int
+    adapt_m: int
+    adapt_e: int
+    down_xy: int       # product down-shift of x1·y1
+    down_dy: int       # of d·y1
+    frac: int
+    acc_bits: int
+    hi: int            # 2^tag2_bits − 1
+
+
+def eps_a_fixed_step(d: torch.Tensor, prod_xy: torch.Tensor, prod_dy: torch.Tensor, rand: torch.Tensor,
+                     rule: EpsARule):
+    """ε^a(t+1) = s_a ψ ε^v + (ρ − s_a β ψ) ε^a (MODEL.md §3.2), t_epoch steps as one Euler step,
+    in d units: d ← sat(SR((d·2^f + inc·(x1 y1 >> ds) − decay·d − adapt·(d y1 >> ds')) / 2^f), 0, hi).
+    ``prod_xy`` = x1·y1, ``prod_dy`` = d·y1 per synapse; returns d and the saturations per network."""
+    lit = (rule.frac, rule.acc_bits)
+    p = (literal_product(prod_xy, rule.down_xy, rule.inc_m, rule.inc_e, *lit)
+         + literal_product(d, 0, -rule.decay_m, rule.decay_e, *lit)
+         + literal_product(prod_dy, rule.down_dy, -rule.adapt_m, rule.adapt_e, *lit))
+    raw = stochastic_round((d << rule.frac) + p, rule.frac, rand)
+    new = raw.clamp(0, rule.hi)
     return new, (raw != new).flatten(1).sum(1)
 
 

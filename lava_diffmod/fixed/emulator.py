@@ -8,9 +8,11 @@ Per step t (each stage in float or in integers, by the switches ``sw``):
 2. **neuron and readout**: the float ALIF step, or :func:`arith.alif_fixed_step` and an integer
    leaky readout (``neuron_fixed``).
 3. **traces**, every step: pre trace x1 ≈ s_x ε^v, post factor y1 ≈ s_y ψ, readout trace
-   z̄ ≈ s_z z̄ (``trace_bits``: 7 bits, stochastic decay), ε^a of ALIF units unless
-   ``drop_alif_eps_a``.
-4. **learning rule**, every ``t_epoch`` steps: the tag t ≈ s_t ē ← t + inc·(x1 y1 >> ds) − leak·t;
+   z̄ ≈ s_z z̄ (``trace_bits``: 7 bits, stochastic decay), ε^a of ALIF units in float unless
+   ``drop_alif_eps_a`` or ``eps_a_tag2``.
+4. **learning rule**, every ``t_epoch`` steps: the tag t ≈ s_t ē ← t + inc·(x1 y1 >> ds) − leak·t
+   (with ``eps_a_tag2`` also − inc_a·(d y1 >> ds'), and d ≈ s_d ε^a takes its own step,
+   :func:`arith.eps_a_fixed_step`);
    in the window the host turns y into err, err → err_int, the feedback gives the learning signal
    L = B err (through the modulator field, integer with ``diffusion_fixed``), L → y2/y3, and the
    products −t·L (two products truncated apart with ``sign_split_L``) and −z̄·err are summed.
@@ -40,7 +42,7 @@ from ..rules.eprop import (LearningSignal, eligibility_init, eligibility_step, e
 from ..rules.modulator import Modulator
 from ..rules.synapses import DenseSynapses
 from . import arith
-from .quantize import FixedParams
+from .quantize import FixedParams, literal_value
 from .steps import (Events, check_on_chip_rates, clip_signal, dense_of, direct_signal, error_int, feedback_release, field_diffusion,
                     field_release, fixed_field_step, host_write_back, on_chip_write_back, per_net,
                     readout_fixed_step, regulariser_gradient, StepRandom,
@@ -108,7 +110,10 @@ class Emulator:
                                 device=self.net.device)
         fp = self.fp
         self.tag_rule = arith.TagRule(fp.tag_inc[0], fp.tag_inc[1], fp.tag_leak[0], fp.tag_leak[1], fp.ds_xy,
-                                      fp.frac_bits, fp.acc_bits, *arith.tag_limits(fp.profile["tag_bits"]))
+                                      fp.frac_bits, fp.acc_bits, *arith.tag_limits(fp.profile["tag_bits"]),
+                                      *fp.tag_inc_a, fp.ds_dy)
+        # the ε^a term of the tag in units of its x1·y1 products (the regulariser's Σ_t e)
+        self._a_ratio = literal_value(fp.tag_inc_a) / literal_value(fp.tag_inc)
         self.tag_outer = arith.tag_step_outer
         if self.compile and self.net.device.type == "cuda":   # one fused kernel per step, same bits
             self.tag_outer = torch.compile(arith.tag_step_outer, dynamic=False, fullgraph=True)
@@ -191,6 +196,7 @@ class Emulator:
         tb = fp.profile["trace_bits"]
         ifrac = fp.profile["trace_impulse_frac_bits"]
         keep_alif = net.has_alif and not sw.drop_alif_eps_a
+        eps_a_int = keep_alif and sw.eps_a_tag2       # ε^a in tag_2 d, integer (needs trace_bits)
         syn = self.syn
         per_element = sw.stoch_round and not sw.shared_rng      # else the index is never read
         self._syn_index = syn.element_index(b) if per_element else None   # sparse state's random streams
@@ -222,7 +228,9 @@ class Emulator:
         z_prev = x.new_zeros((s, b, n))
         x_hist = [x.new_zeros((s, b, n_in))] * sw.dense_delay
         if sw.trace_bits:
-            eps_a = syn.zeros(s, b, x) if keep_alif else None    # no hardware state holds ε^a
+            eps_a = syn.zeros(s, b, x) if keep_alif and not eps_a_int else None   # float ε^a: no chip state
+            d = syn.zeros(s, b, torch.zeros(1, dtype=torch.int32, device=dev)) if eps_a_int else None
+            alif_post = syn.post(net.is_alif.to(torch.int32)[None, None, :]) if eps_a_int else None
             psi_prev = x.new_zeros((s, b, n))
             x1 = torch.zeros((s, b, n_pre), dtype=torch.int64, device=dev)
             zt = torch.zeros((s, b, n), dtype=torch.int64, device=dev)
@@ -246,7 +254,7 @@ class Emulator:
         field = None
         z_count = x.new_zeros((s, b, n))
         ys = []
-        rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": []} if record else None
+        rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": [], "d": []} if record else None
 
         for t in range(t_steps):
             x_hist.append(x[t])
@@ -284,7 +292,7 @@ class Emulator:
             z_count = z_count + z
             # 3: traces (ε^a uses ε^v and ψ of the previous step, before they update)
             if sw.trace_bits:
-                if keep_alif:
+                if keep_alif and not eps_a_int:
                     eps_a = eps_a_step(eps_a, x1.to(F64) / fp.s_x, psi_prev, p, syn)
                     psi_prev = psi
                 raw = arith.trace_update(x1, pre.long(), fp.x_decay, fp.x_impulse, ifrac,
@@ -314,7 +322,18 @@ class Emulator:
                 continue
             # 4: the learning rule
             if sw.trace_bits:
-                if keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
+                if eps_a_int:   # e = ψ (ε^v − β ε^a) from x1·y1 and d·y1; then d's own step
+                    prod = syn.pre(x1.int()) * syn.post(y1.int())
+                    prod_a = d * syn.post(y1.int()) * alif_post
+                    tag = self._tag_step(tag, prod, fp.ds_xy, t, ev, prod_a=prod_a)
+                    d, hits = arith.eps_a_fixed_step(d, prod * alif_post, prod_a,
+                                                     self._rand(t, "tag2", tuple(d.shape), fp.frac_bits,
+                                                                self._syn_index), fp.eps_a)
+                    ev.add_counts("tag_2 d (eps^a)", hits)
+                    e_sum = e_sum + (prod >> fp.ds_xy) - ((prod_a >> fp.ds_dy) * self._a_ratio).round().int()
+                    if record:
+                        rec["d"].append(d)
+                elif keep_alif:   # e = ψ (ε^v − β ε^a) in float, into product units
                     e_f = syn.post(psi) * (syn.pre(x1.to(F64)) / fp.s_x - syn.post(p.beta) * eps_a)
                     prod = (e_f * (fp.s_x * fp.s_y / 2 ** fp.ds_xy)).round().int()
                     tag = self._tag_step(tag, prod, 0, t, ev)
@@ -361,15 +380,16 @@ class Emulator:
                       z_count.mean((1, 2)) / t_steps, ev.counts, rec)
 
     # ------------------------------------------------------------------------------ pieces
-    def _tag_step(self, tag, prod, ds, t, ev: Events, x1=None, y1=None):
+    def _tag_step(self, tag, prod, ds, t, ev: Events, x1=None, y1=None, prod_a=None):
         """t ← sat(SR(t + inc·(prod >> ds) − leak·t)) with 7 fractional bits (Lava's write-back);
-        ``prod`` None: the outer product of ``x1``, ``y1`` (dense tags; one fused kernel on CUDA)."""
+        ``prod`` None: the outer product of ``x1``, ``y1`` (dense tags; one fused kernel on CUDA);
+        ``prod_a``: d·y1, the ε^a term (``eps_a_tag2``)."""
         fp, frac = self.fp, self.fp.frac_bits
         rand = self._rand(t, "tag", tuple(tag.shape), frac, self._syn_index, torch.int32)
         if prod is None and fp.switches.tag_leak_grid == "exact":
             prod = self.syn.pre(x1) * self.syn.post(y1)
         if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
-            p_inc = arith.literal_product(prod, ds, fp.tag_inc[0], fp.tag_inc[1], frac, fp.acc_bits)
+            p_inc = arith.tag_increment(prod, self.tag_rule._replace(down=ds), prod_a)
             p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().int()
             raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac, rand)
             new = raw.clamp(self.tag_rule.lo, self.tag_rule.hi)
@@ -377,7 +397,7 @@ class Emulator:
         elif prod is None:
             new, hits = self.tag_outer(tag, x1, y1, rand, self.tag_rule._replace(down=ds))
         else:
-            new, hits = arith.tag_step(tag, prod, rand, self.tag_rule._replace(down=ds))
+            new, hits = arith.tag_step(tag, prod, rand, self.tag_rule._replace(down=ds), prod_a)
         ev.add_counts("tag", hits)
         return new
 

@@ -6,6 +6,12 @@ the ALIF neuron, learning signal sign-split into y2 = L⁺ and y3 = L⁻):
     dt = inc · u0 · x1 · y1 − leak · u0 · t          (the tag t is the filtered eligibility ē)
     dw = λ · u0 · t · y3 − λ · u0 · t · y2            (Δw = −η L ē)
 
+With ALIF's ε^a in the unsigned tag_2 d ≈ s_d ε^a (``eps_a_tag2``; a separate LearningDense for
+the synapses onto ALIF units, as the rule differs):
+
+    dd = a · u0 · x1 · y1 − r · u0 · d − b · u0 · d · y1     (ε^a ← s_a ψ ε^v + (ρ − s_a β ψ) ε^a)
+    dt = inc · u0 · x1 · y1 − inc_a · u0 · d · y1 − leak · u0 · t     (e = ψ (ε^v − β ε^a))
+
 Readout synapses (pre trace x1 = z̄ with τ_out, third factor the error, split the same way):
 
     dw = λ_out · u0 · x1 · y3 − λ_out · u0 · x1 · y2
@@ -50,6 +56,12 @@ def learning_rules(fp: FixedParams, net, seed_index: int = 0) -> dict:
         else:
             rule.update(dt=f"{literal(*inc)} * u0 * x1 * y1 - {literal(*leak)} * u0 * t",
                         x1_impulse=fp.x_impulse / 2 ** ifrac, x1_tau=round(-1 / math.log(net.neuron.alpha)))
+            if fp.eps_a is not None:
+                r = fp.eps_a
+                rule.update(dt_alif=f"{literal(*inc)} * u0 * x1 * y1 - {literal(*fp.tag_inc_a)} * u0 * d * y1 - "
+                                    f"{literal(*leak)} * u0 * t",
+                            dd=f"{literal(r.inc_m, r.inc_e)} * u0 * x1 * y1 - {literal(r.decay_m, r.decay_e)} * u0 * d"
+                               f" - {literal(r.adapt_m, r.adapt_e)} * u0 * d * y1")
         rules[title] = rule
     return rules
 
@@ -59,9 +71,10 @@ def describe(rules: dict) -> list[str]:
     out = []
     for name, r in rules.items():
         out.append(f"  {name} synapses:")
-        for key in ("dt", "dw"):
+        for key, label in (("dt", "dt"), ("dt_alif", "dt (onto ALIF units)"), ("dd", "dd (onto ALIF units)"),
+                           ("dw", "dw")):
             if key in r:
-                out.append(f"    {key} = \"{r[key]}\"")
+                out.append(f"    {label} = \"{r[key]}\"")
         out.append(f"    x1_impulse = {r['x1_impulse']:.4g}, x1_tau = {r['x1_tau']}, t_epoch = {r['t_epoch']}")
         if abs(r["rate_factor"] - 1) > 0.01:
             out.append(f"    the configured learning rate is {r['rate_factor']:.3g} x this literal, outside the "

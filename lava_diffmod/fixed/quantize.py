@@ -12,6 +12,8 @@ Units (per network s; every integer quantity q_int ≈ scale · q_float):
 * pre trace  x1 = s_x ε^v, s_x = 127 / trace_rate_max; impulse s_x s_in; post trace y1 = s_y ψ,
   s_y = 127 ϑ/γ; readout trace z̄_int = s_z z̄.
 * tag  t = s_t ē with t ← t + inc·(x1 y1 >> ds) − leak·t; s_t = inc s_x s_y / (leak · 2^ds).
+* ALIF ε^a in tag_2 (``eps_a_tag2``): d = s_d ε^a, s_d ≤ (2^tag2_bits − 1) / eps_a_max, chosen so
+  that the increment of d is an on-chip literal; the tag then subtracts inc_a·(d y1 >> ds').
 * learning rates: Δw_int = λ · Σ (products), λ = η g s_w 2^ds' t_epoch / (s_t s_L), a scaling
   literal m·2^e (4-bit mantissa).
 
@@ -61,6 +63,17 @@ def to_pow2(x: float, exp_range: tuple[int, int] | None = None) -> tuple[int, in
     return 1, e
 
 
+def literal_floor(x: float, mant_bits: int, exp_range: tuple[int, int]) -> tuple[int, int] | None:
+    """The largest scaling literal m·2^e ≤ x within the ranges; None if even 1·2^e_min > x."""
+    best = None
+    for m in range(1, 2 ** (mant_bits - 1)):
+        for e in range(exp_range[0], exp_range[1] + 1):
+            v = m * 2.0 ** e
+            if v <= x and (best is None or v > literal_value(best)):
+                best = (m, e)
+    return best
+
+
 def literal_value(lit: tuple[int, int]) -> float:
     return lit[0] * 2.0 ** lit[1]
 
@@ -101,6 +114,10 @@ class FixedParams:
     ds_xy: int                         # product down-shifts
     ds_ty: int
     ds_zz: int
+    eps_a: arith.EpsARule | None       # ALIF ε^a in tag_2 (switches.eps_a_tag2), else None
+    s_d: float                         # d units per float ε^a
+    tag_inc_a: tuple[int, int]         # literal of d·y1 out of the tag (eps_a_tag2)
+    ds_dy: int
     lr: float                          # SGD learning rate (float units)
     lr_exact: dict                     # name → (S,) Δw per unit of accumulated products (float weights)
     lr_lit: dict                       # name → per-seed literals (m, e) of lr_exact · s_w (integer weights)
@@ -216,6 +233,10 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
     inc_target = tag_max * leak / (options.tag_fill * (y_max * y_max >> ds_xy))
     tag_inc = to_literal(inc_target, mant, exp_range)
     s_t = literal_value(tag_inc) * s_x * s_y / (leak * 2.0 ** ds_xy)
+    eps_a, s_d, tag_inc_a, ds_dy = None, 0.0, (0, 0), 0
+    if switches.eps_a_tag2 and net.has_alif:
+        eps_a, s_d, tag_inc_a, ds_dy = eps_a_rule(p, pr, options.eps_a_max, s_x, s_y, ds_xy, tag_inc,
+                                                   switches)
     # learning rates: Δw = λ · (accumulated products), the products in float (−L ē, −z̄ err) or
     # in integer units (trace_bits: −t·L >> ds, −z̄·err >> ds); λ includes t_epoch and the reductions
     b_scale = obj.batch_scale(batch_size)
@@ -247,13 +268,55 @@ def quantize(net: Network, profile: Profile, switches: Switches, options: FixedC
         x_decay=round(2 ** 12 * p.alpha), x_impulse=round(2 ** frac * s_x * s_in), s_x=s_x,
         z_decay=round(2 ** 12 * net.kappa), z_impulse=round(2 ** frac * s_z * (1 - net.kappa)), s_z=s_z,
         s_y=s_y, y_max=y_max, tag_inc=tag_inc, tag_leak=tag_leak, leak=leak, s_t=s_t,
-        ds_xy=ds_xy, ds_ty=ds_ty, ds_zz=ds_zz, lr=options.lr, lr_exact=lr_exact, lr_lit=lr_lit,
+        ds_xy=ds_xy, ds_ty=ds_ty, ds_zz=ds_zz, eps_a=eps_a, s_d=s_d, tag_inc_a=tag_inc_a, ds_dy=ds_dy,
+        lr=options.lr, lr_exact=lr_exact, lr_lit=lr_lit,
         lr_lit_value={k: torch.tensor([literal_value(x) for x in v], dtype=torch.float64, device=dev)
                       for k, v in lr_lit.items()},
         k_mant=k_mant, k_neighbour=k_nb,
         s_G=(s_L * 2.0 ** options.field_frac_bits).to(dev), field_bits=options.field_bits,
         field_frac_bits=options.field_frac_bits, frac_bits=pr["learn_frac_bits"], acc_bits=lacc,
         host_acc_bits=options.acc_bits)
+
+
+def eps_a_rule(p, pr: Profile, eps_a_max: float, s_x: float, s_y: float, ds_xy: int, tag_inc: tuple[int, int],
+               switches: Switches) -> tuple[arith.EpsARule, float, tuple[int, int], int]:
+    """ALIF's ε^a on chip, in the unsigned tag_2 d = s_d ε^a (LOIHI.md §5.2), one Euler step per
+    learning epoch of n = t_epoch steps (Lava evaluates dd, dt and dw on one cadence):
+
+        Δd = n s_a s_d 2^ds/(s_x s_y) · (x1 y1 >> ds) − n (1 − ρ) · d − n s_a β 2^ds'/s_y · (d y1 >> ds')
+
+    s_d is the largest scale ≤ (2^tag2_bits − 1)/eps_a_max that makes the first coefficient a
+    literal exactly. Every coefficient must reach the smallest literal 1·2^e_min, else a clear
+    error says how long an epoch it needs. Returns the rule, s_d, the literal of (d y1 >> ds') in
+    the tag (β s_x/s_d of the x1·y1 literal) and ds'."""
+    betas = torch.unique(p.beta[p.beta != 0])
+    if len(betas) != 1 or float(betas[0]) < 0:
+        raise ValueError(f"fixed.switches.eps_a_tag2: one rule for all ALIF units needs one β > 0 (neuron.beta); "
+                         f"got {betas.tolist()}")
+    beta, s_a, n = float(betas[0]), p.adapt_scale, switches.t_epoch
+    mant, exp_range = pr["s_mant_bits"], pr["s_exp_range"]
+    smallest = 2.0 ** exp_range[0]
+    offset, lacc = pr["learn_overflow_offset"], pr["learn_acc_bits"]
+    ds_dy = arith.product_shift([pr["tag_bits"], pr["trace_bits"]], offset, lacc) if switches.product_downshift else 0
+    s_d_max = (2 ** pr["tag2_bits"] - 1) / eps_a_max
+    per_s_d = n * s_a * 2.0 ** ds_xy / (s_x * s_y)        # the x1·y1 coefficient per unit of s_d
+    want = {"the ε^a increment (x1·y1)": per_s_d * s_d_max, "the ε^a decay (1 - rho)": n * (1 - p.rho),
+            "the ε^a adaptation (d·y1)": n * s_a * beta * 2.0 ** ds_dy / s_y}
+    for name, value in want.items():
+        if value < smallest:
+            need = math.ceil(n * smallest / value)
+            other = (f" or fixed.eps_a_max <= {eps_a_max * value / smallest:.3g} (now {eps_a_max})"
+                     if "increment" in name else "")
+            raise ValueError(f"fixed.switches.eps_a_tag2: {name} per learning epoch is {value:.3g}, below the "
+                             f"smallest on-chip literal 2^{exp_range[0]}; needs fixed.switches.t_epoch >= {need} "
+                             f"(now {n}){other}")
+    inc = literal_floor(want["the ε^a increment (x1·y1)"], mant, exp_range)
+    s_d = literal_value(inc) / per_s_d
+    decay = to_literal(want["the ε^a decay (1 - rho)"], mant, exp_range)
+    adapt = to_literal(want["the ε^a adaptation (d·y1)"], mant, exp_range)
+    rule = arith.EpsARule(*inc, *decay, *adapt, ds_xy, ds_dy, pr["learn_frac_bits"], lacc, 2 ** pr["tag2_bits"] - 1)
+    tag_inc_a = to_literal(literal_value(tag_inc) * beta * s_x * 2.0 ** (ds_dy - ds_xy) / s_d, mant, exp_range)
+    return rule, s_d, tag_inc_a, ds_dy
 
 
 def report(fp: FixedParams, net: Network, diffusion: DiffusionConfig | None = None) -> list[dict]:
@@ -295,6 +358,16 @@ def report(fp: FixedParams, net: Network, diffusion: DiffusionConfig | None = No
     row("readout-trace impulse", fp.s_z * (1 - net.kappa), fp.z_impulse / 2 ** frac)
     row("tag leak (1 - kappa)", 1 - net.kappa ** fp.switches.t_epoch, literal_value(fp.tag_leak),
         f"literal {fp.tag_leak[0]}*2^{fp.tag_leak[1]}")
+    if fp.eps_a is not None:
+        r, n, s_a = fp.eps_a, fp.switches.t_epoch, p.adapt_scale
+        beta = float(p.beta.max())
+        row("eps^a decay per epoch (1 - rho) t_epoch", (1 - p.rho) * n, literal_value((r.decay_m, r.decay_e)),
+            f"literal {r.decay_m}*2^{r.decay_e}, tag_2 d = {fp.s_d:.4g} eps^a")
+        row("eps^a adaptation per epoch (d y1 >> ds)", n * s_a * beta * 2.0 ** r.down_dy / fp.s_y,
+            literal_value((r.adapt_m, r.adapt_e)), f"literal {r.adapt_m}*2^{r.adapt_e}")
+        row("tag: beta eps^a term (d y1 >> ds)",
+            literal_value(fp.tag_inc) * beta * fp.s_x * 2.0 ** (fp.ds_dy - fp.ds_xy) / fp.s_d,
+            literal_value(fp.tag_inc_a), f"literal {fp.tag_inc_a[0]}*2^{fp.tag_inc_a[1]}")
     for name, lits in fp.lr_lit.items():
         m, e = lits[0]
         rows.append({"parameter": f"learning rate literal W_{name}", "float": float("nan"),

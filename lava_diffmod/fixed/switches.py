@@ -20,6 +20,7 @@ class Switches:
     sign_split_L: bool = False        # [2] learning signal as y2 − y3, each product truncated apart; needs trace_bits
     tag_leak_grid: str = "exact"      # [3] κ leak of the tag: "exact" | "literal" (m·2^e) | "pow2"
     drop_alif_eps_a: bool = False     # [4] LIF-style eligibility (ε^a dropped) for ALIF units
+    eps_a_tag2: bool = False          # [4] ε^a kept on chip in the unsigned tag_2 d (rule dd, every t_epoch)
     random_feedback: bool = False     # [5] random feedback of the same sparsity instead of symmetric
     weight_bits: bool = False         # [6] 8-bit weights + exponent, integer synaptic input, 8-bit feedback
     stoch_round: bool = False         # [6] stochastic rounding at write-back and trace decay (else nearest)
@@ -33,11 +34,13 @@ class Switches:
     diffusion_fixed: bool = False     # [12] integer field: stencil, field width, 7-bit clip at readout
 
     def __post_init__(self):
-        needs = {"product_downshift": "trace_bits", "sign_split_L": "trace_bits",
+        needs = {"product_downshift": "trace_bits", "sign_split_L": "trace_bits", "eps_a_tag2": "trace_bits",
                  "mixed_sign_lsb_loss": "weight_bits", "shared_rng": "stoch_round"}
         for name, base in needs.items():
             if getattr(self, name) and not getattr(self, base):
                 raise ConfigError(f"fixed.switches.{name}: needs fixed.switches.{base} = true")
+        if self.eps_a_tag2 and self.drop_alif_eps_a:
+            raise ConfigError("fixed.switches.eps_a_tag2: keeps ε^a, so it needs fixed.switches.drop_alif_eps_a = false")
         if self.tag_leak_grid not in ("exact", "literal", "pow2"):
             raise ConfigError(f"fixed.switches.tag_leak_grid = {self.tag_leak_grid!r}: must be exact, literal or pow2")
         if self.cadence not in ("step", "epoch", "batch"):
@@ -67,12 +70,11 @@ class Switches:
     @classmethod
     def only(cls, name: str) -> "Switches":
         """One approximation alone, with the switches it cannot work without (stochastic rounding
-        for integer weights: without it updates below one LSB vanish)."""
-        base = dict(product_downshift=["trace_bits"], sign_split_L=["trace_bits"],
-                    weight_bits=["stoch_round"], stoch_round=["weight_bits"],
-                    mixed_sign_lsb_loss=["weight_bits", "stoch_round"],
-                    shared_rng=["trace_bits", "stoch_round"]).get(name, [])
-        values = {n: True for n in base}
+        for integer weights: without it updates below one LSB vanish; ε^a in d: a learning epoch
+        long enough that the decay (1 − ρ)·t_epoch of τ_a = 2 s is an on-chip literal, the
+        product down-shift that lets d's increment be one, and stochastic rounding, without
+        which its sub-LSB steps vanish)."""
+        values = dict(REQUIRES.get(name, {}))
         values[name] = ALONE.get(name, True)
         return cls(**values)
 
@@ -104,9 +106,16 @@ class Switches:
         return [f.name for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(off, f.name)]
 
 
-APPROXIMATIONS = ["trace_bits", "product_downshift", "sign_split_L", "tag_leak_grid", "drop_alif_eps_a",
+APPROXIMATIONS = ["trace_bits", "product_downshift", "sign_split_L", "tag_leak_grid", "drop_alif_eps_a", "eps_a_tag2",
                   "random_feedback", "weight_bits", "stoch_round", "neuron_fixed", "dense_delay",
                   "diffusion_hop_delay", "mixed_sign_lsb_loss", "shared_rng", "diffusion_fixed", "t_epoch"]
 
 # the value a switch takes when measured alone (booleans: True)
 ALONE = {"tag_leak_grid": "pow2", "dense_delay": 1, "diffusion_hop_delay": 1, "t_epoch": 4}
+
+# what a switch measured alone brings with it (Switches.only)
+REQUIRES = {"product_downshift": {"trace_bits": True}, "sign_split_L": {"trace_bits": True},
+            "eps_a_tag2": {"trace_bits": True, "product_downshift": True, "stoch_round": True, "t_epoch": 16},
+            "weight_bits": {"stoch_round": True}, "stoch_round": {"weight_bits": True},
+            "mixed_sign_lsb_loss": {"weight_bits": True, "stoch_round": True},
+            "shared_rng": {"trace_bits": True, "stoch_round": True}}

@@ -51,11 +51,12 @@ def check_supported(spec: NetworkSpec, backend: str) -> None:
     if backend == "float" and sw != Switches.off():
         raise ValueError(f"lava floating_pt: the float maths has every switch off; on: {', '.join(sw.names())}")
     if backend == "fixed":
-        need = {"weight_bits": True, "trace_bits": True, "neuron_fixed": True, "drop_alif_eps_a": True}
+        need = {"weight_bits": True, "trace_bits": True, "neuron_fixed": True, "drop_alif_eps_a": True,
+                "eps_a_tag2": False}
         if mod is not None:
             need["diffusion_fixed"] = True
         check_on_chip_rates(spec.fp)
-        missing = [k for k, v in need.items() if getattr(sw, k) != v]
+        missing = [f"{k} = {str(v).lower()}" for k, v in need.items() if getattr(sw, k) != v]
         if missing or sw.tag_leak_grid == "exact":
             raise ValueError("lava fixed_pt: needs fixed.switches " + ", ".join(missing + (
                 ["tag_leak_grid = pow2 or literal"] if sw.tag_leak_grid == "exact" else [])))
