@@ -103,10 +103,15 @@ def run_rate(args) -> None:
     write(args.name, results)
     for name, rule in rules.items() if args.iterations > 0 else []:       # 0 iterations: alignment only
         t = time.perf_counter()
-        hist = train_rate(net0, task, rule, seeds, cfg, progress=True)
+        ckpt = Path(args.checkpoint_dir) / f"{args.name}__{name}.pt" if args.checkpoint_dir else None
+        if ckpt is not None:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+        start = torch.load(ckpt, weights_only=True)["iteration"] if ckpt is not None and ckpt.exists() else 0
+        hist = train_rate(net0, task, rule, seeds, cfg, progress=True, checkpoint=ckpt)
         wall = time.perf_counter() - t
         results["rules"][name] = {
-            "rule": rule.__dict__, "wall_s": wall, "s_per_iteration": wall / cfg.iterations,
+            "rule": rule.__dict__, "wall_s": wall, "s_per_iteration": wall / max(1, cfg.iterations - start),
+            "resumed_from_iteration": start,
             "eval_iters": hist.eval_iters.tolist(),
             "eval_loss": hist.eval_loss.T.tolist(), "eval_acc": hist.eval_acc.T.tolist(),
             **summary(hist, cfg)}
@@ -268,6 +273,8 @@ def main() -> None:
     r.add_argument("--delay", type=int, default=700)
     r.add_argument("--name", default="modprop_xor_rate")
     r.add_argument("--note", default=None, help="how this run departs from the full protocol")
+    r.add_argument("--checkpoint-dir", default=None,
+                   help="keep each rule's state here every 100 iterations; a rerun resumes from it")
     s = sub.add_parser("spiking")
     s.add_argument("--seeds", type=int, default=8)
     s.add_argument("--iterations", type=int, default=200)

@@ -1,6 +1,7 @@
 """ModProp (RULES.md A.11.5) in float64: the forms agree, μ = 0 is e-prop, the linear network with
 types = cells and μ = 1 is BPTT, the zero-diagonal gap shrinks with type size, the ρ(A) guard,
 the spiking oracle against the online form, the delayed-XOR tasks and a frozen short run."""
+import dataclasses
 import math
 import warnings
 
@@ -19,6 +20,7 @@ from lava_diffmod.rules.modprop import (NonLocal, RateRule, block_means, cell_ty
                                         type_matrix)
 from lava_diffmod.tasks import REGISTRY
 from lava_diffmod.tasks.delayed_xor import DelayedXOR, SpikingDelayedXOR
+from lava_diffmod.training.checkpoint import CheckpointError
 from lava_diffmod.training.rate_train import RateTrainConfig, summary, train_rate
 
 DT = torch.float64
@@ -280,6 +282,28 @@ def test_frozen_short_run():
     assert torch.allclose(hist.train_loss, expected, rtol=0, atol=1e-9), hist.train_loss.tolist()
     out = summary(hist, cfg)
     assert len(out["final_loss"]) == 2 and all(math.isfinite(v) for v in out["final_loss"])
+
+
+def test_rate_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
+    """4 iterations in one go equal 2, a stop, and a resumed run to 4 (weights, Adam, logs);
+    a checkpoint of another run is refused."""
+    torch.set_num_threads(1)
+    net = init_rate_network(RateConfig(n_rec=12), SEEDS, dtype=DT)
+    task, rule = DelayedXOR(cue_ms=10, delay_ms=20), RateRule("modprop")
+    cfg = RateTrainConfig(iterations=4, batch=4, eval_every=1, smooth=2, final_logs=2, lr=1e-2)
+    whole = train_rate(net, task, rule, SEEDS, cfg, progress=False)
+    ckpt = tmp_path / "run.pt"
+    train_rate(net, task, rule, SEEDS, dataclasses.replace(cfg, iterations=2), progress=False,
+               checkpoint=ckpt, checkpoint_every=1)
+    resumed = train_rate(net, task, rule, SEEDS, cfg, progress=False, checkpoint=ckpt, checkpoint_every=1)
+    for a, b in zip(whole, resumed):
+        if isinstance(a, torch.Tensor):
+            assert torch.equal(a, b)
+    for a, b in zip(whole.net.params, resumed.net.params):
+        assert torch.equal(a, b)
+    assert torch.load(ckpt, weights_only=True)["iteration"] == 4
+    with pytest.raises(CheckpointError, match="another run"):
+        train_rate(net, task, RateRule("eprop"), SEEDS, cfg, progress=False, checkpoint=ckpt)
 
 
 FROZEN = [[0.7240986359866907, 0.6935308468821941],

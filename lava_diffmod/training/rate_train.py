@@ -6,6 +6,11 @@ shrinkage (:func:`lava_diffmod.float.rate.rewire`). Validation every 20 iteratio
 batch (split "eval", counter = iteration). Seeds are independent networks on the leading axis
 (Adam is elementwise, the losses are summed over seeds), so S seeds train in one program.
 
+With ``checkpoint`` a run writes its whole state (weights, Adam moments, logs, iteration) every
+``checkpoint_every`` iterations, atomically, and a run started on an existing checkpoint resumes
+from it: the batches are functions of (seed, iteration), so the resumed run is the uninterrupted
+one bit for bit.
+
 Reported quantities (A.8 plot protocol, A.11.6 acceptance) come from the validation logs:
 the final loss is the mean of the last 10 logs; the moving average is the trailing mean of 15
 logs (defined from the 15th log on), and its first crossing below 0.1 is reported as the
@@ -13,13 +18,15 @@ iteration of the newest log in the window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from ..float.rate import RateNetwork, RateParams, effective, rewire
 from ..rules.modprop import RateRule, rate_gradients, rate_loss
+from .checkpoint import CheckpointError, atomic_write
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,10 @@ def evaluate(net: RateNetwork, task, seeds: list[int], counter: int, trials: int
 
 
 def train_rate(net: RateNetwork, task, rule: RateRule, seeds: list[int],
-               cfg: RateTrainConfig = RateTrainConfig(), progress: bool = True) -> RateHistory:
-    """Train S = len(seeds) networks on ``task`` with ``rule`` under the A.8 protocol."""
+               cfg: RateTrainConfig = RateTrainConfig(), progress: bool = True,
+               checkpoint: Path | None = None, checkpoint_every: int = 100) -> RateHistory:
+    """Train S = len(seeds) networks on ``task`` with ``rule`` under the A.8 protocol (resumable
+    from ``checkpoint``, see the module docstring)."""
     from tqdm import tqdm
 
     if len(seeds) != net.params.w_in.shape[0]:
@@ -76,7 +85,24 @@ def train_rate(net: RateNetwork, task, rule: RateRule, seeds: list[int],
     nominal_mu = torch.full((len(seeds),), rule.mu, dtype=torch.float64)
     train, it_log, ev_loss, ev_acc = [], [], [], []
     clipped = torch.zeros(len(seeds), dtype=torch.long)
-    bar = tqdm(range(cfg.iterations), disable=not progress, desc=rule.name, mininterval=5.0)
+    # what a checkpoint must agree on to be resumed (everything but the iteration count)
+    ident = {"rule": repr(rule), "seeds": list(seeds), "cfg": {k: v for k, v in asdict(cfg).items() if k != "iterations"},
+             "task": repr(task), "net": repr(net.cfg)}
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=True)
+        if state["ident"] != ident:
+            raise CheckpointError(f"{checkpoint}: written by another run (rule, seeds, protocol, task or "
+                                  f"network differ); remove it or choose another path")
+        start, train, it_log, ev_loss, ev_acc, clipped = (state[k] for k in ("iteration", "train", "it_log",
+                                                                              "ev_loss", "ev_acc", "clipped"))
+        with torch.no_grad():
+            for leaf, p in zip(leaves, state["params"]):
+                leaf.copy_(p)
+        opt.load_state_dict(state["adam"])
+        net = net.with_params(RateParams(*(p.detach().clone() for p in leaves)))
+    bar = tqdm(range(start, cfg.iterations), disable=not progress, desc=rule.name, mininterval=5.0,
+               initial=start, total=cfg.iterations)
     for k in bar:
         lr = cfg.lr * cfg.lr_decay ** (k // cfg.lr_decay_every)
         for group in opt.param_groups:
@@ -99,6 +125,11 @@ def train_rate(net: RateNetwork, task, rule: RateRule, seeds: list[int],
             ev_loss.append(v_ce)
             ev_acc.append(v_acc)
             bar.set_postfix(val_ce=f"{float(v_ce.mean()):.3f}", val_acc=f"{float(v_acc.mean()):.2f}")
+        if checkpoint is not None and ((k + 1) % checkpoint_every == 0 or k + 1 == cfg.iterations):
+            state = {"ident": ident, "iteration": k + 1, "train": train, "it_log": it_log, "ev_loss": ev_loss,
+                     "ev_acc": ev_acc, "clipped": clipped, "params": [p.detach().cpu() for p in leaves],
+                     "adam": opt.state_dict()}
+            atomic_write(Path(checkpoint), lambda p: torch.save(state, p))
     return RateHistory(torch.stack(train), torch.tensor(it_log), torch.stack(ev_loss),
                        torch.stack(ev_acc), clipped, net)
 
