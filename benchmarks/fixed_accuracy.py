@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tomllib
 import sys
 import tempfile
@@ -64,11 +65,10 @@ def condition_switches(name: str):
 
 def known(names: str, where: str) -> list[str]:
     """The switch names of a comma list, or a clear exit naming the unknown ones."""
-    out = names.split(",")
-    unknown = [f for f in out if f not in APPROXIMATIONS]
+    out, allowed = names.split(","), [f.name for f in dataclasses.fields(Switches)]
+    unknown = [f for f in out if f not in allowed]
     if unknown:
-        raise SystemExit(f"--conditions {where}: unknown switch {', '.join(unknown)}; "
-                         f"allowed: {', '.join(APPROXIMATIONS)}")
+        raise SystemExit(f"--conditions {where}: unknown switch {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     return out
 
 

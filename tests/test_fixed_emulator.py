@@ -306,3 +306,26 @@ def test_eps_a_in_tag2_tracks_the_float_eps_a_of_the_same_traces():
     assert float(est[late].mean()) == pytest.approx(float(ref[late].mean()), rel=0.1)
     r = torch.corrcoef(torch.stack([est[late].flatten(), ref[late].flatten()]))[0, 1]
     assert float(r) > 0.9
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_learning_epoch_sees_the_field_of_every_step(mean):
+    """With t_epoch = 4 the modulator field still runs every step: the rule's L at each
+    evaluation is the every-step run's L at that step, or (epoch_mean) its mean over the epoch's
+    steps in the window; t_epoch = 1 with epoch_mean changes nothing."""
+    cfg = tiny_cfg()
+    em1, exp = emulator(cfg, Switches.off())
+    em4, _ = emulator(cfg, Switches(t_epoch=4, epoch_mean=mean))
+    _, r1, _ = one_batch(em1, exp, record=True)
+    _, r4, _ = one_batch(em4, exp, record=True)
+    l1, l4 = r1.record["L"], r4.record["L"]
+    t0 = len(r1.record["z"]) - exp.task.window          # first step of the window
+    ends = [t for t in range(t0, len(r1.record["z"])) if (t + 1) % 4 == 0]
+    assert len(l4) == len(ends) and float(l1.abs().max()) > 0
+    for k, t in enumerate(ends):
+        first = max(t0, t - 3)
+        want = l1[first - t0:t - t0 + 1].mean(0) if mean else l1[t - t0]
+        torch.testing.assert_close(l4[k], want, rtol=1e-12, atol=1e-15)
+    _, same, _ = one_batch(emulator(cfg, Switches(epoch_mean=True))[0], exp)
+    for a, b in zip(same.weights, r1.weights):
+        assert torch.equal(a, b)

@@ -10,7 +10,8 @@ Per step t (each stage in float or in integers, by the switches ``sw``):
 3. **traces**, every step: pre trace x1 ≈ s_x ε^v, post factor y1 ≈ s_y ψ, readout trace
    z̄ ≈ s_z z̄ (``trace_bits``: 7 bits, stochastic decay), ε^a of ALIF units in float unless
    ``drop_alif_eps_a`` or ``eps_a_tag2``.
-4. **learning rule**, every ``t_epoch`` steps: the tag t ≈ s_t ē ← t + inc·(x1 y1 >> ds) − leak·t
+4. **learning rule**, every ``t_epoch`` steps (the modulator field and the error units run every
+   step; with ``epoch_mean`` the rule sees ψ, L and err averaged over the epoch): the tag t ≈ s_t ē ← t + inc·(x1 y1 >> ds) − leak·t
    (with ``eps_a_tag2`` also − inc_a·(d y1 >> ds'), and d ≈ s_d ε^a takes its own step,
    :func:`arith.eps_a_fixed_step`);
    in the window the host turns y into err, err → err_int, the feedback gives the learning signal
@@ -252,9 +253,12 @@ class Emulator:
             e_sum = torch.zeros_like(tr.ebar)
             acc, acc_out = torch.zeros_like(tr.ebar[:, 0]), x.new_zeros((s, n, n_out))
         field = None
+        # epoch means (epoch_mean): Σ y1 over the epoch; Σ L, Σ err and their count in the window
+        y1_sum = torch.zeros((s, b, n), dtype=torch.int64, device=dev) if sw.trace_bits else None
+        l_sum, err_sum, n_sum = 0, 0, 0
         z_count = x.new_zeros((s, b, n))
         ys = []
-        rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": [], "d": []} if record else None
+        rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": [], "d": [], "L": []} if record else None
 
         for t in range(t_steps):
             x_hist.append(x[t])
@@ -318,9 +322,19 @@ class Emulator:
             if in_window:
                 err = output_error(y, tgt if obj.kind == "classification" else tgt[t - t0], obj.kind)
                 ys.append(y)
+                if learn:   # the error units and the modulator field run every step
+                    learning, field = self._learning_signal(signal, field, field_fn, signal_diffuse, err, fb_int, t,
+                                                            trial_keys, ev)
+                    if sw.epoch_mean:
+                        l_sum, err_sum, n_sum = l_sum + learning, err_sum + err, n_sum + 1
+            if sw.epoch_mean and sw.trace_bits:
+                y1_sum = y1_sum + y1
             if not (learn and (t + 1) % sw.t_epoch == 0):
                 continue
             # 4: the learning rule
+            if sw.epoch_mean and sw.trace_bits:   # the neuron sends ⌊Σ y1 / t_epoch⌋; ψ to match
+                y1, y1_sum = torch.div(y1_sum, sw.t_epoch, rounding_mode="floor"), torch.zeros_like(y1_sum)
+                psi = y1.to(F64) / fp.s_y
             if sw.trace_bits:
                 if eps_a_int:   # e = ψ (ε^v − β ε^a) from x1·y1 and d·y1; then d's own step
                     prod = syn.pre(x1.int()) * syn.post(y1.int())
@@ -352,8 +366,11 @@ class Emulator:
                 rec["tag"].append(tag if sw.trace_bits else tr.ebar)
             if not in_window:
                 continue
-            learning, field = self._learning_signal(signal, field, field_fn, signal_diffuse, err, fb_int, t,
-                                                    trial_keys, ev)
+            if sw.epoch_mean:   # means over the epoch's steps in the window (integers: floor)
+                learning = (torch.div(l_sum, n_sum, rounding_mode="floor") if sw.trace_bits else l_sum / n_sum)
+                err, l_sum, err_sum, n_sum = err_sum / n_sum, 0, 0, 0
+            if record:   # the learning signal the rule uses at this evaluation
+                rec["L"].append(learning)
             if sw.trace_bits:
                 step_w = third_factor_product(tag, syn.post(learning.int()), fp.ds_ty, fp).long()  # per synapse
                 step_o = third_factor_product(zt[..., None], error_int(err, fp)[:, :, None, :], fp.ds_zz, fp)

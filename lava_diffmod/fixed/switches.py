@@ -30,6 +30,7 @@ class Switches:
     mixed_sign_lsb_loss: bool = False  # [9] MIXED-sign weights keep even integers; needs weight_bits
     shared_rng: bool = False          # [10] one random number per step for all synapses; needs stoch_round
     t_epoch: int = 1                  # [11] the learning rule is evaluated every t_epoch steps
+    epoch_mean: bool = False          # [11] ψ (y1), L and err reach the rule as epoch means, not last values
     cadence: str = "batch"            # [11] weight write-back: "step" | "epoch" | "batch" (host, end of batch)
     diffusion_fixed: bool = False     # [12] integer field: stencil, field width, 7-bit clip at readout
 

@@ -52,7 +52,7 @@ def check_supported(spec: NetworkSpec, backend: str) -> None:
         raise ValueError(f"lava floating_pt: the float maths has every switch off; on: {', '.join(sw.names())}")
     if backend == "fixed":
         need = {"weight_bits": True, "trace_bits": True, "neuron_fixed": True, "drop_alif_eps_a": True,
-                "eps_a_tag2": False}
+                "eps_a_tag2": False, "epoch_mean": False}
         if mod is not None:
             need["diffusion_fixed"] = True
         check_on_chip_rates(spec.fp)
