@@ -329,3 +329,25 @@ def test_learning_epoch_sees_the_field_of_every_step(mean):
     _, same, _ = one_batch(emulator(cfg, Switches(epoch_mean=True))[0], exp)
     for a, b in zip(same.weights, r1.weights):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_float_tag_takes_one_step_per_learning_epoch(mean):
+    """Float path, t_epoch = 4: the traces step every step and ē once per epoch,
+    ē_k = κ⁴ ē_(k−1) + (1 − κ⁴) e(t_k), or with epoch_mean the epoch's mean of e; e(t) comes from
+    the t_epoch = 1 run's ē(t) = κ ē(t−1) + (1 − κ) e(t) (the forward pass is the same)."""
+    cfg = tiny_cfg()
+    em1, exp = emulator(cfg, Switches.off())
+    em4, _ = emulator(cfg, Switches(t_epoch=4, epoch_mean=mean))
+    r1 = one_batch(em1, exp, record=True)[1].record["tag"]
+    r4 = one_batch(em4, exp, record=True)[1].record["tag"]
+    kappa = em1.net.kappa
+    prev = torch.cat([torch.zeros_like(r1[:1]), r1[:-1]])
+    e = (r1 - kappa * prev) / (1 - kappa)
+    assert len(r4) == len(r1) // 4 and float(r4.abs().max()) > 0
+    ebar = torch.zeros_like(r1[0])
+    for k in range(len(r4)):
+        t = 4 * k + 3
+        e_k = e[t - 3:t + 1].mean(0) if mean else e[t]
+        ebar = kappa ** 4 * ebar + (1 - kappa ** 4) * e_k
+        torch.testing.assert_close(r4[k], ebar, rtol=1e-9, atol=1e-12)

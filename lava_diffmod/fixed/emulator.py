@@ -256,6 +256,7 @@ class Emulator:
         # epoch means (epoch_mean): Σ y1 over the epoch; Σ L, Σ err and their count in the window
         y1_sum = torch.zeros((s, b, n), dtype=torch.int64, device=dev) if sw.trace_bits else None
         l_sum, err_sum, n_sum = 0, 0, 0
+        e_ep = 0                  # float path: Σ e over the epoch (epoch_mean)
         z_count = x.new_zeros((s, b, n))
         ys = []
         rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": [], "d": [], "L": []} if record else None
@@ -310,7 +311,15 @@ class Emulator:
                                       self._rand(t, "z_impulse", (s, b, n), ifrac),
                                       fp.profile["impulse_frac_doubling"])
             else:
-                tr, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif, syn)
+                tr_new, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif, syn)
+                if sw.t_epoch > 1:   # the traces step every step, the tag ē once per learning epoch
+                    e_ep = e_ep + e if sw.epoch_mean else e
+                    if (t + 1) % sw.t_epoch == 0:
+                        e = e_ep / sw.t_epoch if sw.epoch_mean else e
+                        tr_new, e_ep = tr_new._replace(ebar=torch.lerp(e, tr.ebar, 1 - fp.leak)), 0
+                    else:
+                        tr_new = tr_new._replace(ebar=tr.ebar)
+                tr = tr_new
                 zbar = torch.lerp(z, zbar, net.kappa)
             if record:
                 rec["z"].append(z)
