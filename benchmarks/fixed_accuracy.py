@@ -36,8 +36,12 @@ from lava_diffmod.training import checkpoint, trainer  # noqa: E402
 EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
 
 
+def seed_list(args) -> list[int]:
+    return list(range(args.first_seed, args.first_seed + args.seeds))
+
+
 def base_overrides(args) -> dict:
-    return {"train.seeds": list(range(1, args.seeds + 1)), "train.batch_size": args.batch,
+    return {"train.seeds": seed_list(args), "train.batch_size": args.batch,
             "train.micro_batches": 1, "train.device": args.device, "train.progress": False,
             "rule.name": "diffusion", "fixed.lr": args.lr, **parse_sets(args.set)}
 
@@ -102,7 +106,7 @@ def fidelity(args) -> dict:
         row["events"] = {k: v for k, v in events.items() if v}
         out[name] = row
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
-                    "seeds": args.seeds, "batch": args.batch, "fixed_lr": args.lr,
+                    "seeds": seed_list(args), "batch": args.batch, "fixed_lr": args.lr,
                     "note": "one batch at the initial weights; each approximation alone (with the "
                             "switches it needs) and all on ('hardware'), against all off (float)"}
     return out
@@ -128,7 +132,7 @@ def training(args) -> dict:
         out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
                                                            - out["fixed_hardware"]["accuracy_mean"]), 2)
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
-                    "seeds": args.seeds, "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
+                    "seeds": seed_list(args), "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
                     "eval_every": args.eval_every, "eval_trials": 512, "set": parse_sets(args.set)}
     return out
 
@@ -151,7 +155,7 @@ def forward(args) -> dict:
         acc = trainer.evaluate(exp, exp.net.with_params(w), list(trainer.eval_batches(exp)))["accuracy"]
         out[name] = {"accuracy_mean": float(acc.mean()), "per_seed": [float(a) for a in acc]}
         print(name, out[name], flush=True)
-    out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "seeds": args.seeds, "batch": args.batch,
+    out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "seeds": seed_list(args), "batch": args.batch,
                     "iterations": args.iterations, "lr": args.lr, "eval_trials": 512,
                     "note": "the float-trained weights evaluated (no learning) in fixed point"}
     return out
@@ -162,6 +166,7 @@ def main() -> None:
     p.add_argument("section", choices=["fidelity", "training", "forward"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--first-seed", type=int, default=1, help="seeds first-seed … first-seed + seeds − 1")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=100.0)
     p.add_argument("--iterations", type=int, default=2000)

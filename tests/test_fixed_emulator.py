@@ -351,3 +351,12 @@ def test_float_tag_takes_one_step_per_learning_epoch(mean):
         e_k = e[t - 3:t + 1].mean(0) if mean else e[t]
         ebar = kappa ** 4 * ebar + (1 - kappa ** 4) * e_k
         torch.testing.assert_close(r4[k], ebar, rtol=1e-9, atol=1e-12)
+
+
+def test_mean_int_rounds_halves_away_from_zero_without_bias():
+    from lava_diffmod.fixed.emulator import mean_int
+    t = torch.tensor([-25, -24, -9, -8, -7, 0, 7, 8, 9, 24, 25])
+    assert mean_int(t, 16).tolist() == [-2, -2, -1, -1, 0, 0, 0, 1, 1, 2, 2]
+    # symmetric: the mean over a symmetric range of totals is exactly zero (a floor gives -1/2)
+    r = torch.arange(-160, 161)
+    assert int(mean_int(r, 16).sum()) == 0

@@ -77,6 +77,12 @@ def psi_of_fixed(s: arith.FixedState, q: arith.FixedNeuron, gamma: float, thr: f
     return torch.where(s.r == 0, psi, 0.0)
 
 
+def mean_int(total: torch.Tensor, n: int) -> torch.Tensor:
+    """round(total / n) of integers, halves away from zero (a floor would bias L by −½ LSB)."""
+    q = total.abs() * 2 + n
+    return torch.sign(total) * torch.div(q, 2 * n, rounding_mode="floor")
+
+
 def outer_sum(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> torch.Tensor:
     """Σ_t x_i(t) y_j(t) (S, B, P, N) of integer traces x (S, B, P), y (S, B, N); exact (float64,
     exact below 2^53)."""
@@ -341,8 +347,8 @@ class Emulator:
             if not (learn and (t + 1) % sw.t_epoch == 0):
                 continue
             # 4: the learning rule
-            if sw.epoch_mean and sw.trace_bits:   # the neuron sends ⌊Σ y1 / t_epoch⌋; ψ to match
-                y1, y1_sum = torch.div(y1_sum, sw.t_epoch, rounding_mode="floor"), torch.zeros_like(y1_sum)
+            if sw.epoch_mean and sw.trace_bits:   # the neuron sends round(Σ y1 / t_epoch); ψ to match
+                y1, y1_sum = mean_int(y1_sum, sw.t_epoch), torch.zeros_like(y1_sum)
                 psi = y1.to(F64) / fp.s_y
             if sw.trace_bits:
                 if eps_a_int:   # e = ψ (ε^v − β ε^a) from x1·y1 and d·y1; then d's own step
@@ -375,8 +381,8 @@ class Emulator:
                 rec["tag"].append(tag if sw.trace_bits else tr.ebar)
             if not in_window:
                 continue
-            if sw.epoch_mean:   # means over the epoch's steps in the window (integers: floor)
-                learning = (torch.div(l_sum, n_sum, rounding_mode="floor") if sw.trace_bits else l_sum / n_sum)
+            if sw.epoch_mean:   # means over the epoch's steps in the window (integers: rounded)
+                learning = mean_int(l_sum, n_sum) if sw.trace_bits else l_sum / n_sum
                 err, l_sum, err_sum, n_sum = err_sum / n_sum, 0, 0, 0
             if record:   # the learning signal the rule uses at this evaluation
                 rec["L"].append(learning)
