@@ -19,8 +19,10 @@ TINY_SETS = {"task.params": TINY["task"]["params"], "neuron.n_lif": 8, "neuron.n
 
 def test_the_protocol_lists_every_condition():
     conds = R.conditions(list(R.TASKS), list(R.DEFAULT_GROUPS))
-    # 3 tasks x 3 rules, k-sweep 2 x 3, shuffled 2, fixed 3 x 2
-    assert len(conds) == 9 + 6 + 2 + 6
+    # 3 tasks x 3 rules, k-sweep 2 x 3, shuffled 2, fixed 3 x 2 + eps^a on chip for the 2 ALIF tasks
+    assert len(conds) == 9 + 6 + 2 + 6 + 2
+    eps_a = next(c for c in conds if c.name == "fixed_diffusion_eps_a")
+    assert eps_a.overrides["fixed.switches"]["eps_a_tag2"] and eps_a.task in R.SWEEP_TASKS
     extra = R.conditions(["dms"], ["extra"])
     assert [(c.name, c.rule) for c in extra] == [("modprop", "modprop"), ("dopamine", "dopamine")]
     assert {c.name for c in conds if c.task == "pattern_generation"} == {"bptt", "eprop", "diffusion",
@@ -91,6 +93,7 @@ def test_checks_order_ci_overlap_authors_interval_and_fixed_gap():
              row("cue_accumulation", "diffusion", "float", "accuracy", 0.93, 0.01),
              row("cue_accumulation", "eprop", "float", "accuracy", 0.92, 0.02),
              row("cue_accumulation", "fixed_diffusion", "fixed", "accuracy", 0.89, 0.01),
+             row("cue_accumulation", "fixed_diffusion_eps_a", "fixed", "accuracy", 0.91, 0.01),
              row("pattern_generation", "bptt", "float", "nmse", 0.004, 0.0005),
              row("pattern_generation", "diffusion", "float", "nmse", 0.02, 0.002),
              row("pattern_generation", "eprop", "float", "nmse", 0.08, 0.01),
@@ -102,8 +105,9 @@ def test_checks_order_ci_overlap_authors_interval_and_fixed_gap():
                "e-prop: yes" in x for x in lines)
     assert any("cue_accumulation diffusion: ours 93.0 ± 1.0 %" in x and "within" in x for x in lines)
     assert any("cue_accumulation eprop" in x and "OUTSIDE" in x for x in lines)   # 92 vs 86.0 ± 1.8
-    assert any("= 4.0 points: NOT within 3 points" in x for x in lines)
-    assert any("2.50x float: NOT within 2x" in x for x in lines)
+    assert any("minus fixed_diffusion accuracy = 4.0 points: NOT within 3 points" in x for x in lines)
+    assert any("minus fixed_diffusion_eps_a accuracy = 2.0 points: within 3 points" in x for x in lines)
+    assert any("fixed_diffusion nMSE is 2.50x float diffusion: NOT within 2x" in x for x in lines)
 
 
 def test_bad_options_fail_before_any_run(tmp_path):

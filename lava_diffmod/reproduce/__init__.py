@@ -6,6 +6,8 @@ Conditions, each one training run with all seeds batched (one program on one GPU
 * ``ksweep``: diffusion with k ∈ {0.25, 0.5, 0.9} (0.75 is in ``main``), cue accumulation and DMS;
 * ``shuffle``: the shuffled-diffusion control (Π⁻¹ K Π, MODEL.md §7.12), cue accumulation and DMS;
 * ``fixed``: e-prop and diffusion in fixed point (Loihi 2 profile, every hardware switch on), all tasks;
+  and, for the tasks with ALIF units, diffusion with ALIF's ε^a kept on chip in tag_2
+  (``eps_a_tag2``, 16-step learning epochs with epoch means, W_out headroom 1/32);
 * ``extra`` (not run by default): ModProp and the dopamine optimizer (RULES.md), all tasks.
 
 Every e-prop-family run logs the cosine and angle of its update with the BPTT gradient of the
@@ -41,6 +43,10 @@ HEADLINE = {"cue_accumulation": "accuracy", "dms": "accuracy", "pattern_generati
 DOPAMINE_SPIKING = {"dopamine.sigma": 0.1, "dopamine.sigma_relative": True}
 # fixed point: the Loihi 2 profile with every hardware switch on
 FIXED_LOIHI2 = {"fixed.hw": "loihi2", "fixed.switches": "hardware"}
+# the same with ALIF's ε^a on chip (fixed_headroom_cpu.json: chance → within 3 points of float at 300 iterations)
+FIXED_EPS_A = {"fixed.hw": "loihi2", "fixed.readout_headroom": 1 / 32,
+               "fixed.switches": {"preset": "hardware", "drop_alif_eps_a": False, "eps_a_tag2": True, "t_epoch": 16,
+                                  "epoch_mean": True}}
 
 # MODEL.md §6: the authors' committed logs, final evaluation at iteration 2000, mean and 95% CI.
 AUTHORS = {
@@ -89,6 +95,9 @@ def conditions(tasks: list[str], groups: list[str]) -> list[Condition]:
         if "fixed" in groups:
             out += [Condition(task, f"fixed_{rule}", "fixed", rule, "fixed", {"diffusion.k": 0.75, **FIXED_LOIHI2})
                     for rule in ("eprop", "diffusion")]
+            if task in SWEEP_TASKS:   # the tasks with ALIF units
+                out.append(Condition(task, "fixed_diffusion_eps_a", "fixed", "diffusion", "fixed",
+                                     {"diffusion.k": 0.75, **FIXED_EPS_A}))
         if "extra" in groups:
             out += [Condition(task, "modprop", "extra", "modprop"),
                     Condition(task, "dopamine", "extra", "dopamine", overrides=DOPAMINE_SPIKING)]
@@ -210,18 +219,21 @@ def checks(table: list[dict]) -> list[str]:
                 inside = abs(ours[key] - ref[0]) <= ref[1]
                 lines.append(f"- {task} {rule}: ours {fmt(ours[key], ours[f'{key}_ci95'], key)} vs authors "
                              f"{fmt(ref[0], ref[1], key)}: {'within' if inside else 'OUTSIDE'} the authors' 95% CI")
-        fl, fx = get.get((task, "diffusion")), get.get((task, "fixed_diffusion"))
-        if fl and fx:
-            if key == "accuracy":
-                gap = 100 * (fl[key] - fx[key])
-                ok = gap <= 3
-                lines.append(f"- {task}: float minus fixed-point diffusion accuracy = {gap:.1f} points: "
-                             f"{'within' if ok else 'NOT within'} 3 points")
-            else:
-                ratio = fx[key] / fl[key]
-                lines.append(f"- {task}: fixed-point diffusion nMSE is {ratio:.2f}x float: "
-                             f"{'within' if ratio <= 2 else 'NOT within'} 2x")
+        for name in ("fixed_diffusion", "fixed_diffusion_eps_a"):
+            lines += fixed_gap(task, key, get.get((task, "diffusion")), get.get((task, name)), name)
     return lines
+
+
+def fixed_gap(task: str, key: str, fl: dict | None, fx: dict | None, name: str) -> list[str]:
+    """The float-minus-fixed check of one fixed-point condition (none if either run is missing)."""
+    if not (fl and fx):
+        return []
+    if key == "accuracy":
+        gap = 100 * (fl[key] - fx[key])
+        return [f"- {task}: float diffusion minus {name} accuracy = {gap:.1f} points: "
+                f"{'within' if gap <= 3 else 'NOT within'} 3 points"]
+    ratio = fx[key] / fl[key]
+    return [f"- {task}: {name} nMSE is {ratio:.2f}x float diffusion: {'within' if ratio <= 2 else 'NOT within'} 2x"]
 
 
 def fmt(mean: float, ci: float, key: str) -> str:
