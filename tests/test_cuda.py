@@ -78,13 +78,19 @@ def fixed_cfg(device, **extra):
     return small_cfg("diffusion", device, **over)
 
 
+# ALIF's ε^a on chip in tag_2, 16-step epochs with epoch means
+EPS_A = {"fixed.switches": {"preset": "hardware", "drop_alif_eps_a": False, "eps_a_tag2": True, "t_epoch": 16,
+                            "epoch_mean": True}}
+
+
+@pytest.mark.parametrize("switches", [{}, EPS_A], ids=["hardware", "eps_a_tag2"])
 @pytest.mark.parametrize("storage", ["dense", "sparse"])
-def test_fixed_emulator_same_bits_on_cpu_and_cuda(storage):
-    """The hardware-faithful emulator (every switch on) gives identical integers on both devices
-    (weights, spikes, integer tags, events), with its per-synapse state dense (on CUDA the tag
-    step is then the torch.compile'd kernel) or at the synapses only."""
-    cpu = trainer.setup(fixed_cfg("cpu", **{"rule.storage": storage}))
-    gpu = trainer.setup(fixed_cfg("cuda", **{"rule.storage": storage}))
+def test_fixed_emulator_same_bits_on_cpu_and_cuda(storage, switches):
+    """The hardware-faithful emulator (every switch on; also with ε^a in tag_2) gives identical
+    integers on both devices (weights, spikes, integer tags, events), with its per-synapse state
+    dense (on CUDA the tag step is then the torch.compile'd kernel) or at the synapses only."""
+    cpu = trainer.setup(fixed_cfg("cpu", **{"rule.storage": storage}, **switches))
+    gpu = trainer.setup(fixed_cfg("cuda", **{"rule.storage": storage}, **switches))
     assert gpu.emulator.tag_outer is not cpu.emulator.tag_outer
     for it in (1, 2):
         b_cpu = cpu.task.batch(cpu.seeds, "train", it, range(4), "cpu", torch.float64)
@@ -96,6 +102,8 @@ def test_fixed_emulator_same_bits_on_cpu_and_cuda(storage):
         assert a.record["tag"].dtype == torch.int32
         assert torch.equal(a.record["tag"], b.record["tag"].cpu())
         assert torch.equal(a.record["z"], b.record["z"].cpu())
+        if a.record.get("d") is not None:
+            assert torch.equal(a.record["d"], b.record["d"].cpu())
         for k in a.events:
             assert torch.equal(a.events[k], b.events[k].cpu()), k
 

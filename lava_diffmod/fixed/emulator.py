@@ -357,7 +357,7 @@ class Emulator:
                     tag = self._tag_step(tag, prod, fp.ds_xy, t, ev, prod_a=prod_a)
                     d, hits = arith.eps_a_fixed_step(d, prod * alif_post, prod_a,
                                                      self._rand(t, "tag2", tuple(d.shape), fp.frac_bits,
-                                                                self._syn_index), fp.eps_a)
+                                                                self._syn_index, torch.int32), fp.eps_a)
                     ev.add_counts("tag_2 d (eps^a)", hits)
                     e_sum = e_sum + (prod >> fp.ds_xy) - ((prod_a >> fp.ds_dy) * self._a_ratio).round().int()
                     if record:
