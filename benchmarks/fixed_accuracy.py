@@ -11,7 +11,8 @@
 * training: float (plain SGD at the fixed backend's rate; Adam does not exist on chip) against the
   fixed emulator with every switch on, the same seeds batched; final evaluation accuracy, mean
   and 95% CI, and the gap; ``--conditions`` adds single approximations or ``hardware-a,b`` (every
-  hardware switch but a and b) (``--no-baselines``: only those).
+  hardware switch but a and b); ``--baselines`` picks which of float_sgd and fixed_hardware run
+  (none: only the conditions). Every fixed row gets its gap to float_sgd when that ran.
 * forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
   the cost of the fixed-point forward pass alone.
 """
@@ -114,9 +115,9 @@ def fidelity(args) -> dict:
 
 def training(args) -> dict:
     over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": args.eval_every})
-    conditions = {} if args.no_baselines else {
-        "float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
-        "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
+    baselines = {"float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
+                 "fixed_hardware": {"train.backend": "fixed", "fixed.switches": "hardware"}}
+    conditions = {name: baselines[name] for name in args.baselines}
     for name in args.conditions:
         conditions[f"fixed_{name}"] = {"train.backend": "fixed", "fixed.switches": condition_switches(name)}
     out = {}
@@ -128,9 +129,10 @@ def training(args) -> dict:
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
                      "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {})}
         print(name, out[name], flush=True)
-    if not args.no_baselines:
-        out["gap_float_minus_fixed_points"] = round(100 * (out["float_sgd"]["accuracy_mean"]
-                                                           - out["fixed_hardware"]["accuracy_mean"]), 2)
+    if "float_sgd" in out:   # float − fixed, in accuracy points
+        out["gap_float_minus_fixed_points"] = {
+            name: round(100 * (out["float_sgd"]["accuracy_mean"] - row["accuracy_mean"]), 2)
+            for name, row in out.items() if name.startswith("fixed_")}
     out["setup"] = {"task": "cue_accumulation", "rule": "diffusion k=0.75", "profile": "loihi2",
                     "seeds": seed_list(args), "batch": args.batch, "iterations": args.iterations, "lr": args.lr,
                     "eval_every": args.eval_every, "eval_trials": 512, "set": parse_sets(args.set)}
@@ -174,7 +176,11 @@ def main() -> None:
     p.add_argument("--conditions", nargs="*", default=[])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config override for every run, e.g. fixed.weight_headroom=0.125")
-    p.add_argument("--no-baselines", action="store_true", help="training: only the --conditions")
+    p.add_argument("--baselines", nargs="*", default=["float_sgd", "fixed_hardware"],
+                   choices=["float_sgd", "fixed_hardware"],
+                   help="training: the baselines beside --conditions (none given: only the conditions)")
+    p.add_argument("--no-baselines", dest="baselines", action="store_const", const=[],
+                   help="training: only the --conditions (= --baselines with none given)")
     p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()

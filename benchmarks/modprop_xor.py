@@ -38,6 +38,7 @@ from lava_diffmod.rules.modprop import RateRule, default_mu, modprop, rate_loss 
 from lava_diffmod.tasks.delayed_xor import DelayedXOR, SpikingDelayedXOR  # noqa: E402
 from lava_diffmod.training.optim import adam  # noqa: E402
 from lava_diffmod.training.rate_train import RateTrainConfig, summary, train_rate  # noqa: E402
+from lava_diffmod.training.trainer import mean_ci  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 DATE = "2026-11-22"
@@ -106,12 +107,12 @@ def run_rate(args) -> None:
         ckpt = Path(args.checkpoint_dir) / f"{args.name}__{name}.pt" if args.checkpoint_dir else None
         if ckpt is not None:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
-        start = torch.load(ckpt, weights_only=True)["iteration"] if ckpt is not None and ckpt.exists() else 0
         hist = train_rate(net0, task, rule, seeds, cfg, progress=True, checkpoint=ckpt)
         wall = time.perf_counter() - t
         results["rules"][name] = {
-            "rule": rule.__dict__, "wall_s": wall, "s_per_iteration": wall / max(1, cfg.iterations - start),
-            "resumed_from_iteration": start,
+            "rule": rule.__dict__, "wall_s": wall,
+            "s_per_iteration": wall / max(1, cfg.iterations - hist.resumed_from),
+            "resumed_from_iteration": hist.resumed_from,
             "eval_iters": hist.eval_iters.tolist(),
             "eval_loss": hist.eval_loss.T.tolist(), "eval_acc": hist.eval_acc.T.tolist(),
             **summary(hist, cfg)}
@@ -217,6 +218,13 @@ def run_spiking(args) -> None:
 
 # ------------------------------------------------------------------------------ report
 
+def paired(a: list[float], b: list[float]) -> dict:
+    """Per-seed differences a − b: mean ± 95% CI (1.96 SE) and the seeds where a is above b."""
+    d = [x - y for x, y in zip(a, b)]
+    mean, ci = mean_ci(d)
+    return {"mean": mean, "ci95": ci, "seeds_a_above_b": sum(x > 0 for x in d), "seeds": len(d)}
+
+
 def run_report(args) -> None:
     """Merge rate parts; the A.11.6 gates with ``--acceptance``, else only the rule comparison."""
     parts = [json.loads((RESULTS / f"{p}.json").read_text()) for p in args.parts]
@@ -228,9 +236,12 @@ def run_report(args) -> None:
     means = {r: statistics.mean(v["final_loss"]) for r, v in rules.items()}
     comparison = {f"mean_final_ce_{r}": m for r, m in means.items()}
     comparison.update({f"mean_cos_with_bptt_at_init_{r}": statistics.mean(v) for r, v in align.items()})
+    comparison.update({f"mean_final_acc_{r}": statistics.mean(v["final_acc"]) for r, v in rules.items()})
     for mp in (r for r in means if r.startswith("modprop")):
         if "eprop" in means:
             comparison[f"{mp}_mean_final_ce_below_eprop"] = means[mp] < means["eprop"]
+            comparison[f"{mp}_minus_eprop_paired"] = {
+                k: paired(rules[mp][k], rules["eprop"][k]) for k in ("final_loss", "final_acc")}
         if "bptt" in means:
             comparison[f"report_bptt_mean_final_ce_le_{mp}"] = means["bptt"] <= means[mp]
     doc = {"parts": args.parts, "reduced": notes, "alignment_at_init": align, "comparison": comparison}

@@ -397,19 +397,21 @@ def test_write_back_rounds_unbiased_reproducibly_and_saturates():
     value = torch.full((n,), 10, dtype=I64)
     delta = torch.full((n,), -80, dtype=I64)                 # -80 / 128 = -0.625 of a weight unit
     r = _draws(n, 7, "w_rec")
-    out = arith.write_back(value, delta, 7, r, -256, 255)
+    out = arith.write_back(value, delta, 7, r, -256, 255)[0]
     assert set(out.tolist()) == {9, 10}                      # 10 - 0.625 -> 9 or 10
     se = math.sqrt(0.375 * 0.625 / n)                        # P(10) = 0.375
     assert abs(float(out.double().mean()) - 9.375) <= 4 * se
     # same key, step and stream -> the same bits and the same result
-    again = arith.write_back(value, delta, 7, _draws(n, 7, "w_rec"), -256, 255)
+    again = arith.write_back(value, delta, 7, _draws(n, 7, "w_rec"), -256, 255)[0]
     assert torch.equal(out, again)
     # r = 64: round to nearest, 10 - 0.625 = 9.375 -> 9; 10 + 0.5 -> 11
     half = torch.full((2,), 64, dtype=I64)
-    assert arith.write_back(t(10, 10), t(-80, 64), 7, half, -256, 255).tolist() == [9, 11]
+    assert arith.write_back(t(10, 10), t(-80, 64), 7, half, -256, 255)[0].tolist() == [9, 11]
     # saturation after rounding: 254 + 3 -> 255; -255 - 3 -> -256 (MIXED range)
     zero = torch.zeros(2, dtype=I64)
-    assert arith.write_back(t(254, -255), t(3 * 128, -3 * 128), 7, zero, -256, 255).tolist() == [255, -256]
+    new, raw = arith.write_back(t(254, -255), t(3 * 128, -3 * 128), 7, zero, -256, 255)
+    assert new.tolist() == [255, -256] and raw.tolist() == [257, -258]
+    assert arith.saturations(raw[None], new[None]).tolist() == [2]
 
 
 def test_random_bits_range_and_uniformity():

@@ -302,6 +302,7 @@ def test_rate_training_resumes_from_its_checkpoint_bit_for_bit(tmp_path):
     for a, b in zip(whole.net.params, resumed.net.params):
         assert torch.equal(a, b)
     assert torch.load(ckpt, weights_only=True)["iteration"] == 4
+    assert (whole.resumed_from, resumed.resumed_from) == (0, 2)
     with pytest.raises(CheckpointError, match="another run"):
         train_rate(net, task, RateRule("eprop"), SEEDS, cfg, progress=False, checkpoint=ckpt)
 

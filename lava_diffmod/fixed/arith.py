@@ -275,9 +275,16 @@ def literal_product(factors: torch.Tensor, down: int, mant: int, exp: int, frac_
 
 
 def write_back(value: torch.Tensor, delta: torch.Tensor, frac_bits: int, rand: torch.Tensor,
-               lo: int, hi: int) -> torch.Tensor:
-    """value ← sat(SR((value·2^f + Δ) / 2^f), lo, hi): Δ in units of 2^−f, stochastic rounding."""
-    return saturate(stochastic_round((value << frac_bits) + delta, frac_bits, rand), lo, hi)
+               lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """value ← sat(SR((value·2^f + Δ) / 2^f), lo, hi): Δ in units of 2^−f, stochastic rounding.
+    Returns the new value and the unclipped one (they differ where it saturated)."""
+    raw = stochastic_round((value << frac_bits) + delta, frac_bits, rand)
+    return saturate(raw, lo, hi), raw
+
+
+def saturations(raw: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """Saturation events per network (leading dimension): #(raw ≠ new)."""
+    return (raw != new).flatten(1).sum(1)
 
 
 class TagRule(NamedTuple):
@@ -311,9 +318,8 @@ def tag_step(tag: torch.Tensor, prod: torch.Tensor, rand: torch.Tensor, rule: Ta
     """t ← sat(SR((t·2^f + p_inc + p_leak) / 2^f)) with p_inc of :func:`tag_increment`, p_leak =
     −leak·t (each a clipped literal product); returns the new tag and the saturations per network."""
     p_leak = literal_product(tag, 0, -rule.leak_m, rule.leak_e, rule.frac, rule.acc_bits)
-    raw = stochastic_round((tag << rule.frac) + tag_increment(prod, rule, prod_a) + p_leak, rule.frac, rand)
-    new = raw.clamp(rule.lo, rule.hi)
-    return new, (raw != new).flatten(1).sum(1)
+    new, raw = write_back(tag, tag_increment(prod, rule, prod_a) + p_leak, rule.frac, rand, rule.lo, rule.hi)
+    return new, saturations(raw, new)
 
 
 class EpsARule(NamedTuple):
@@ -341,9 +347,8 @@ def eps_a_fixed_step(d: torch.Tensor, prod_xy: torch.Tensor, prod_dy: torch.Tens
     p = (literal_product(prod_xy, rule.down_xy, rule.inc_m, rule.inc_e, *lit)
          + literal_product(d, 0, -rule.decay_m, rule.decay_e, *lit)
          + literal_product(prod_dy, rule.down_dy, -rule.adapt_m, rule.adapt_e, *lit))
-    raw = stochastic_round((d << rule.frac) + p, rule.frac, rand)
-    new = raw.clamp(0, rule.hi)
-    return new, (raw != new).flatten(1).sum(1)
+    new, raw = write_back(d, p, rule.frac, rand, 0, rule.hi)
+    return new, saturations(raw, new)
 
 
 def tag_step_outer(tag: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor, rand: torch.Tensor, rule: TagRule):

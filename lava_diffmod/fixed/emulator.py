@@ -268,6 +268,7 @@ class Emulator:
         rec = {"z": [], "v": [], "tag": [], "psi": [], "x1": [], "d": [], "L": []} if record else None
 
         for t in range(t_steps):
+            epoch_end = (t + 1) % sw.t_epoch == 0
             x_hist.append(x[t])
             pre_x, pre_z = x_hist.pop(0), z_prev
             pre = torch.cat([pre_x, pre_z], dim=-1)
@@ -319,12 +320,10 @@ class Emulator:
             else:
                 tr_new, e = eligibility_step(tr, pre, psi, p, 1 - fp.leak, keep_alif, syn)
                 if sw.t_epoch > 1:   # the traces step every step, the tag ē once per learning epoch
-                    e_ep = e_ep + e if sw.epoch_mean else e
-                    if (t + 1) % sw.t_epoch == 0:
-                        e = e_ep / sw.t_epoch if sw.epoch_mean else e
-                        tr_new, e_ep = tr_new._replace(ebar=torch.lerp(e, tr.ebar, 1 - fp.leak)), 0
-                    else:
-                        tr_new = tr_new._replace(ebar=tr.ebar)
+                    e_ep = e_ep + e if sw.epoch_mean else 0
+                    if epoch_end:
+                        e, e_ep = (e_ep / sw.t_epoch if sw.epoch_mean else e), 0
+                    tr_new = tr_new._replace(ebar=torch.lerp(e, tr.ebar, 1 - fp.leak) if epoch_end else tr.ebar)
                 tr = tr_new
                 zbar = torch.lerp(z, zbar, net.kappa)
             if record:
@@ -344,7 +343,7 @@ class Emulator:
                         l_sum, err_sum, n_sum = l_sum + learning, err_sum + err, n_sum + 1
             if sw.epoch_mean and sw.trace_bits:
                 y1_sum = y1_sum + y1
-            if not (learn and (t + 1) % sw.t_epoch == 0):
+            if not (learn and epoch_end):
                 continue
             # 4: the learning rule
             if sw.epoch_mean and sw.trace_bits:   # the neuron sends round(Σ y1 / t_epoch); ψ to match
@@ -423,9 +422,8 @@ class Emulator:
         if fp.switches.tag_leak_grid == "exact":      # the float leak (1 − κ), not a literal
             p_inc = arith.tag_increment(prod, self.tag_rule._replace(down=ds), prod_a)
             p_leak = -(tag.to(F64) * fp.leak * 2 ** frac).round().int()
-            raw = arith.stochastic_round((tag << frac) + p_inc + p_leak, frac, rand)
-            new = raw.clamp(self.tag_rule.lo, self.tag_rule.hi)
-            hits = (raw != new).flatten(1).sum(1)
+            new, raw = arith.write_back(tag, p_inc + p_leak, frac, rand, self.tag_rule.lo, self.tag_rule.hi)
+            hits = arith.saturations(raw, new)
         elif prod is None:
             new, hits = self.tag_outer(tag, x1, y1, rand, self.tag_rule._replace(down=ds))
         else:

@@ -193,8 +193,7 @@ def on_chip_write_back(w: torch.Tensor, prod: torch.Tensor, lits, rand: torch.Te
     frac = fp.frac_bits
     delta = torch.stack([arith.literal_product(prod[i], 0, m, e, frac, fp.acc_bits).sum(0)
                          for i, (m, e) in enumerate(lits)])
-    raw = arith.stochastic_round((w << frac) + delta, frac, rand)
-    new = raw.clamp(-fp.weight_limit - 1, fp.weight_limit)
+    new, raw = arith.write_back(w, delta, frac, rand, -fp.weight_limit - 1, fp.weight_limit)
     if ev is not None:
         ev.add(f"weight W_{name}", raw, new)
     return new * mask.long()

@@ -52,13 +52,15 @@ class RateTrainConfig:
 
 class RateHistory(NamedTuple):
     """Logs per seed: train CE (iterations, S); validation iterations (L,), CE and accuracy (L, S);
-    the number of iterations where the ρ(A) guard lowered μ, per seed (S,)."""
+    the number of iterations where the ρ(A) guard lowered μ, per seed (S,); the iteration a
+    checkpoint resumed from (0: a fresh start)."""
     train_loss: torch.Tensor
     eval_iters: torch.Tensor
     eval_loss: torch.Tensor
     eval_acc: torch.Tensor
     mu_clipped: torch.Tensor
     net: RateNetwork
+    resumed_from: int = 0
 
 
 def evaluate(net: RateNetwork, task, seeds: list[int], counter: int, trials: int):
@@ -131,7 +133,7 @@ def train_rate(net: RateNetwork, task, rule: RateRule, seeds: list[int],
                      "adam": opt.state_dict()}
             atomic_write(Path(checkpoint), lambda p: torch.save(state, p))
     return RateHistory(torch.stack(train), torch.tensor(it_log), torch.stack(ev_loss),
-                       torch.stack(ev_acc), clipped, net)
+                       torch.stack(ev_acc), clipped, net, start)
 
 
 def summary(h: RateHistory, cfg: RateTrainConfig = RateTrainConfig(), threshold: float = 0.1) -> dict:
