@@ -123,8 +123,12 @@ def training(args) -> dict:
     out = {}
     for name, extra in conditions.items():
         cfg = config_mod.load(EXAMPLE, dict(over, **extra))
-        with tempfile.TemporaryDirectory() as tmp:
-            summary = trainer.train(cfg, Path(tmp) / name)
+        if args.runs:   # kept: metrics, learning curves, checkpoint; a rerun resumes
+            run_dir = Path(args.runs) / name
+            summary = trainer.train(cfg, run_dir, resume=(run_dir / trainer.CHECKPOINT).exists())
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                summary = trainer.train(cfg, Path(tmp) / name)
         acc = summary["final"]["accuracy"]
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
                      "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {})}
@@ -179,6 +183,9 @@ def main() -> None:
     p.add_argument("--baselines", nargs="*", default=["float_sgd", "fixed_hardware"],
                    choices=["float_sgd", "fixed_hardware"],
                    help="training: the baselines beside --conditions (none given: only the conditions)")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="training: keep each condition's run directory (metrics, figures, checkpoint) "
+                        "in DIR/<condition>; a rerun resumes it")
     p.add_argument("--no-baselines", dest="baselines", action="store_const", const=[],
                    help="training: only the --conditions (= --baselines with none given)")
     p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
