@@ -16,15 +16,19 @@ from lava_diffmod.training.trainer import setup
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
-# the four training paths the issue compares: (label, rule, e-prop mode)
-RULES = [("bptt", "bptt", "factorised"), ("eprop_online", "eprop", "online"),
-         ("eprop_factorised", "eprop", "factorised"), ("diffusion", "diffusion", "factorised")]
+# the training paths the issue compares: (label, rule, e-prop mode, BPTT mode); BPTT twice, by
+# its adjoint scan (what training uses) and by autodiff (the reference)
+RULES = [("bptt", "bptt", "factorised", "adjoint"), ("bptt_autograd", "bptt", "factorised", "autograd"),
+         ("eprop_online", "eprop", "online", "adjoint"), ("eprop_factorised", "eprop", "factorised", "adjoint"),
+         ("diffusion", "diffusion", "factorised", "adjoint")]
 
 
 def experiment(rule: str, mode: str, seeds: int, batch: int, device: str, graphs: bool = True,
-               task_params: dict | None = None, example: str = "cue_accumulation", storage: str = "auto"):
+               task_params: dict | None = None, example: str = "cue_accumulation", storage: str = "auto",
+               bptt_mode: str = "adjoint"):
     """The cue-accumulation experiment of examples/ with S seeds and one pass of ``batch``."""
-    over = {"rule.name": rule, "rule.mode": mode, "rule.storage": storage, "train.seeds": list(range(1, seeds + 1)),
+    over = {"rule.name": rule, "rule.mode": mode, "rule.storage": storage, "rule.bptt_mode": bptt_mode,
+            "train.seeds": list(range(1, seeds + 1)),
             "train.batch_size": batch, "train.micro_batches": 1, "train.device": device,
             "train.cuda_graphs": graphs, "train.progress": False}
     if task_params:

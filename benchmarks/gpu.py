@@ -2,7 +2,8 @@
 
     python benchmarks/gpu.py [throughput] [protocol] [memory] [--out DIR]
 
-* throughput: training trial-steps per second for BPTT, e-prop online, e-prop factorised and
+* throughput: training trial-steps per second for BPTT (adjoint scan, and autodiff as the
+  reference: their ratio is the adjoint's speed-up), e-prop online, e-prop factorised and
   diffusion, 20 seeds batched at the cue-accumulation sizes (B = 64, T = 2050), graphed; plus
   diffusion eager in the same run, as the CUDA-graph speed-up ratio.
 * protocol: the full cue-accumulation protocol (2000 iterations × 64 trials, 20 seeds,
@@ -10,7 +11,7 @@
   iterations of a real run and extrapolated to 2000; where the time goes.
 * fig2: the float protocol of ``reproduce fig2`` (three tasks x BPTT, e-prop, diffusion, 20 seeds,
   2000 iterations), each run timed over its first 30 iterations and extrapolated, per task.
-* memory: peak GPU memory of e-prop online and of BPTT at T and at 4T, one seed, B = 64.
+* memory: peak GPU memory of e-prop online and of BPTT (adjoint and autodiff) at T and at 4T, one seed, B = 64.
 """
 from __future__ import annotations
 
@@ -34,10 +35,10 @@ SEEDS, BATCH = 20, 64
 
 def throughput() -> dict:
     out = {}
-    cases = [(label, rule, mode, True) for label, rule, mode in RULES] + [("diffusion_eager", "diffusion", "factorised", False)]
-    for label, rule, mode, graphs in cases:
+    cases = [(*r, True) for r in RULES] + [("diffusion_eager", "diffusion", "factorised", "adjoint", False)]
+    for label, rule, mode, bptt_mode, graphs in cases:
         try:
-            exp = experiment(rule, mode, SEEDS, BATCH, DEV, graphs=graphs)
+            exp = experiment(rule, mode, SEEDS, BATCH, DEV, graphs=graphs, bptt_mode=bptt_mode)
             batch = trainer.train_batch(exp, 1, 0)
             params = exp.net.params
             repeats = 2 if mode == "online" or not graphs else 5
@@ -48,6 +49,9 @@ def throughput() -> dict:
         except Exception as e:  # noqa: BLE001 - record and go on with the other cases
             out[label] = {"error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-1500:]}
         print(label, out[label], flush=True)
+    if "error" not in out.get("bptt", {}) and "error" not in out.get("bptt_autograd", {}):
+        out["speedup_bptt_adjoint_over_autograd"] = round(
+            out["bptt_autograd"]["seconds_per_batch"] / out["bptt"]["seconds_per_batch"], 2)
     if "error" not in out.get("diffusion", {}) and "error" not in out.get("diffusion_eager", {}):
         out["cuda_graph_speedup_diffusion"] = round(
             out["diffusion_eager"]["seconds_per_batch"] / out["diffusion"]["seconds_per_batch"], 2)
@@ -154,11 +158,13 @@ def fixed() -> dict:
 def memory() -> dict:
     out = {}
     delay_4t = 4 * 2050 - (2050 - 850)   # a 4x longer trial through a longer delay
-    for label, rule, mode in [("eprop_online", "eprop", "online"), ("bptt", "bptt", "factorised"),
-                              ("eprop_factorised", "eprop", "factorised")]:
+    for label, rule, mode, bptt_mode in [("eprop_online", "eprop", "online", "adjoint"),
+                                         ("bptt", "bptt", "factorised", "adjoint"),
+                                         ("bptt_autograd", "bptt", "factorised", "autograd"),
+                                         ("eprop_factorised", "eprop", "factorised", "adjoint")]:
         peaks = {}
         for name, params in (("T", None), ("4T", {"delay_ms": delay_4t})):
-            exp = experiment(rule, mode, 1, BATCH, DEV, graphs=False, task_params=params)
+            exp = experiment(rule, mode, 1, BATCH, DEV, graphs=False, task_params=params, bptt_mode=bptt_mode)
             batch = trainer.train_batch(exp, 1, 0)
             torch.cuda.synchronize()
             torch.cuda.empty_cache()

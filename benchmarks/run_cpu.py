@@ -1,7 +1,7 @@
-"""CPU training throughput of the four float paths and of the fixed emulator, in one run (`make bench`).
+"""CPU training throughput of the float paths and of the fixed emulator, in one run (`make bench`).
 
 Cue accumulation at the paper's sizes (100 neurons, T = 2050), one seed, batch 16: trial-steps
-per second of one gradient computation for BPTT, e-prop online, e-prop factorised and
+per second of one gradient computation for BPTT (adjoint scan and autodiff), e-prop online, e-prop factorised and
 diffusion (factorised), and each path's speed relative to e-prop factorised; e-prop online and
 the fixed emulator with their per-synapse state at the synapses (``rule.storage`` auto = sparse
 here) and dense. Absolute CPU times on a shared machine are noisy; the ratios, measured in the
@@ -24,8 +24,9 @@ SEEDS, BATCH = 1, 16
 def main() -> None:
     torch.set_num_threads(1)
     out = {}
-    for label, rule, mode, storage in [(*r, "auto") for r in RULES] + [("eprop_online_dense", "eprop", "online", "dense")]:
-        exp = experiment(rule, mode, SEEDS, BATCH, "cpu", storage=storage)
+    cases = [(*r, "auto") for r in RULES] + [("eprop_online_dense", "eprop", "online", "adjoint", "dense")]
+    for label, rule, mode, bptt_mode, storage in cases:
+        exp = experiment(rule, mode, SEEDS, BATCH, "cpu", storage=storage, bptt_mode=bptt_mode)
         batch = trainer.train_batch(exp, 1, 0)
         params = exp.net.params
         t = timed(lambda: exp.engine.gradients(params, batch.x, batch.target, batch.keys), "cpu", 3)
@@ -52,6 +53,8 @@ def main() -> None:
     t = out["fixed_hardware"]["seconds_per_batch"]
     out["throughput_ratio_fixed_over_float_factorised"] = round(out["eprop_factorised"]["seconds_per_batch"] / t, 3)
     out["throughput_ratio_fixed_over_float_online"] = round(out["eprop_online"]["seconds_per_batch"] / t, 3)
+    out["speedup_bptt_adjoint_over_autograd"] = round(
+        out["bptt_autograd"]["seconds_per_batch"] / out["bptt"]["seconds_per_batch"], 2)
     out["speedup_sparse_over_dense_state"] = {
         "eprop_online": round(out["eprop_online_dense"]["seconds_per_batch"] / out["eprop_online"]["seconds_per_batch"], 2),
         "fixed_hardware": round(out["fixed_hardware_dense"]["seconds_per_batch"] / t, 2)}

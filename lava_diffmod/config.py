@@ -107,6 +107,7 @@ class RuleConfig:
     name: str = _f("diffusion", **_choices(*RULES))
     mode: str = _f("factorised", **_choices("factorised", "online"))
     storage: str = _f("auto", **_choices("auto", "dense", "sparse"))   # online traces: dense or per synapse
+    bptt_mode: str = _f("adjoint", **_choices("adjoint", "autograd"))  # BPTT: hand-written scan or autodiff (same gradient)
     c_reg: Any = _f(0.005)            # float, or a table {bptt = .., eprop = .., diffusion = ..}
     f0: float = _f(0.01, **_range(0))  # spikes / ms
 

@@ -61,9 +61,10 @@ def test_compiled_online_step_matches_cpu():
 
 
 def test_cuda_float64_gradients_match_cpu():
-    for rule in ("diffusion", "bptt"):
+    """Also BPTT by autodiff on CUDA against the CPU's adjoint scan (the default)."""
+    for rule, mode in (("diffusion", "adjoint"), ("bptt", "adjoint"), ("bptt", "autograd")):
         cpu = trainer.setup(small_cfg(rule, "cpu"))
-        gpu = trainer.setup(small_cfg(rule, "cuda"))
+        gpu = trainer.setup(small_cfg(rule, "cuda", **{"rule.bptt_mode": mode}))
         batch = trainer.train_batch(cpu, 1, 0)
         a = cpu.engine.gradients(cpu.net.params, batch.x, batch.target, batch.keys)
         gb = trainer.train_batch(gpu, 1, 0)

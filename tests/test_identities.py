@@ -1,5 +1,6 @@
 """Mathematical identities of the float reference (MODEL.md §3.7), in float64.
 
+0. BPTT's adjoint scan equals autodiff, for every neuron convention and stop-gradient.
 1. W_rec = 0: e-prop equals BPTT with the reset not differentiated (input weights).
 2. e-prop equals autodiff with a stop-gradient on z(t−1) in the recurrent input and the reset.
 3. online equals factorised, for every feedback variant and modulator.
@@ -15,7 +16,7 @@ from lava_diffmod.config import Config, DiffusionConfig, NeuronConfig, from_mapp
 from lava_diffmod.float.neurons import alif_init, alif_step
 from lava_diffmod.float.readout import Objective
 from lava_diffmod.float.rsnn import Network, Params, forward
-from lava_diffmod.rules import bptt, eprop_factorised, eprop_online
+from lava_diffmod.rules import Rule, bptt, bptt_adjoint, eprop_factorised, eprop_online
 from lava_diffmod.rules.modulator import modulator_from_config
 
 DT = torch.float64
@@ -72,7 +73,46 @@ CONVENTIONS = [
 ]
 
 
-@pytest.mark.parametrize("conv", CONVENTIONS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "spec")
+def conv_id(conv):
+    return ",".join(f"{k}={v}" for k, v in conv.items()) or "spec"
+
+
+@pytest.mark.parametrize("conv", CONVENTIONS, ids=conv_id)
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+@pytest.mark.parametrize("detach", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["full", "no_rec", "no_reset", "neither"])
+def test_bptt_adjoint_equals_autodiff(conv, kind, detach):
+    neuron = dataclasses.replace(NeuronConfig(thr=0.03, tau_a=100.0, n_ref=3), **conv)
+    net = explicit_network(neuron=neuron)
+    x, labels, target = inputs()
+    assert_active(net, x)
+    obj = Objective(kind, window=30, c_reg=0.3)
+    tgt = labels if kind == "classification" else target
+    ref = bptt(net, x, tgt, obj, *detach)
+    got = bptt_adjoint(net, x, tgt, obj, *detach)
+    for name in Params._fields:
+        assert rel_err(getattr(got.grads, name), getattr(ref.grads, name)) < 1e-10, name
+    torch.testing.assert_close(got.task_loss, ref.task_loss, rtol=1e-12, atol=0)
+    torch.testing.assert_close(got.reg_loss, ref.reg_loss, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("reductions", [("sum", "sum"), ("sum", "mean"), ("mean", "sum")])
+def test_bptt_adjoint_follows_the_loss_reductions(reductions):
+    net = explicit_network()
+    x, labels, _ = inputs()
+    obj = Objective("classification", window=25, c_reg=0.5, time_reduction=reductions[0],
+                    batch_reduction=reductions[1])
+    ref, got = bptt(net, x, labels, obj), bptt_adjoint(net, x, labels, obj)
+    for name in Params._fields:
+        assert rel_err(getattr(got.grads, name), getattr(ref.grads, name)) < 1e-10, name
+
+
+def test_bptt_mode_is_checked():
+    with pytest.raises(ValueError, match="rule.bptt_mode = 'tape': must be one of adjoint, autograd"):
+        Rule("bptt", Objective("classification", window=5), bptt_mode="tape")
+
+
+@pytest.mark.parametrize("conv", CONVENTIONS, ids=conv_id)
 @pytest.mark.parametrize("kind", ["classification", "regression"])
 def test_eprop_equals_bptt_without_recurrence(conv, kind):
     neuron = dataclasses.replace(NeuronConfig(thr=0.03, tau_a=100.0, n_ref=3), **conv)

@@ -11,11 +11,12 @@ import torch
 from ..config import DiffusionConfig, ModPropConfig
 from ..float.readout import Objective
 from ..float.rsnn import Network
-from .bptt import bptt
+from .bptt import bptt, bptt_adjoint, bptt_fn
 from .eprop import Gradients, compiled_synapse_step, eprop_factorised, eprop_online, synapse_layout
 from .modulator import Modulator, modulator_from_config
 
-__all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "eprop_online", "eprop_factorised"]
+__all__ = ["Rule", "Gradients", "gradients", "gradient_fn", "bptt", "bptt_adjoint", "bptt_fn",
+           "eprop_online", "eprop_factorised"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Rule:
     modprop: ModPropConfig | None = None      # used by "modprop"
     mu: torch.Tensor | None = None            # modprop's μ per seed (S,), resolved by the trainer
     storage: str = "auto"                     # online e-prop's per-synapse traces: auto | dense | sparse
+    bptt_mode: str = "adjoint"                # BPTT: "adjoint" (reverse scan) | "autograd" (reference)
 
     def __post_init__(self):
         if self.name not in ("bptt", "eprop", "diffusion", "modprop"):
@@ -36,6 +38,7 @@ class Rule:
             raise ValueError("rule modprop: needs mu (per seed)")
         if self.mode not in ("factorised", "online"):
             raise ValueError(f"rule.mode = {self.mode!r}: must be factorised or online")
+        bptt_fn(self.bptt_mode)
 
     def modulator(self, net: Network) -> Modulator | None:
         if self.name != "diffusion":
@@ -47,7 +50,8 @@ def gradient_fn(rule: Rule, net: Network):
     """``fn(net, x, target, trial_keys) -> Gradients`` for this rule, with all host-side set-up
     (the modulator's constants) done now, so ``fn`` only runs device work (CUDA-graph safe)."""
     if rule.name == "bptt":
-        return lambda net, x, target, keys: bptt(net, x, target, rule.objective)
+        fn = bptt_fn(rule.bptt_mode)
+        return lambda net, x, target, keys: fn(net, x, target, rule.objective)
     if rule.name == "modprop":
         from .modprop import modprop
         mp = rule.modprop or ModPropConfig()

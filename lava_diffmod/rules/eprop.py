@@ -255,6 +255,12 @@ def filtered_spikes(z: torch.Tensor, window: int, kappa: float) -> torch.Tensor:
     return out
 
 
+def readout_gradient(z: torch.Tensor, err_w: torch.Tensor, net: Network, obj: Objective,
+                     bs: float) -> torch.Tensor:
+    """g^out_jm = b_s τ Σ_{t∈𝒲} z̄_j(t) err_m(t) (exact: W_out acts within the step), (S, N, n_out)."""
+    return bs * obj.time_scale() * contract(filtered_spikes(z, obj.window, net.kappa), err_w)
+
+
 def contract(pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
     """Σ_{t,b} pre[t,s,b,i] post[t,s,b,j] as one batched matrix product → (S, i, j)."""
     t, s, b, i = pre.shape
@@ -277,7 +283,6 @@ def eprop_factorised(net: Network, x: torch.Tensor, target: torch.Tensor, obj: O
     bs = obj.batch_scale(b)
     h = adjoint_scan(rec.psi, learning, regulariser_coefficient(z_count, t_steps, obj), net, obj, bs)
     z_prev = torch.cat([torch.zeros_like(rec.z[:1]), rec.z[:-1]])
-    g_out = bs * obj.time_scale() * contract(filtered_spikes(rec.z, obj.window, net.kappa), err_w)
-    grads = Params(contract(x, h), contract(z_prev, h), g_out)
+    grads = Params(contract(x, h), contract(z_prev, h), readout_gradient(rec.z, err_w, net, obj, bs))
     return Gradients(masked(net, grads), task_loss(y_w, tgt, obj),
                      rate_regulariser(z_count / t_steps, obj), y_w)

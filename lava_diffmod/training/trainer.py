@@ -27,7 +27,7 @@ from .. import config as config_mod
 from ..config import Config
 from ..float.readout import Objective, accuracy_and_prediction, nmse, task_loss
 from ..float.rsnn import Network, Params
-from ..rules import Rule, bptt
+from ..rules import Rule, bptt_fn
 from ..rules.eprop import window_target
 from ..tasks import make_task
 from . import checkpoint, distributed, optim
@@ -85,7 +85,8 @@ def gradient_rule(cfg: Config, task, net: Network) -> Rule:
     """The config's gradient rule (dopamine: its e-prop objective only; it needs no gradient)."""
     name = "eprop" if cfg.rule.name == "dopamine" else cfg.rule.name
     mu = modprop_mu(cfg, task, net) if name == "modprop" else None
-    return Rule(name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion, cfg.modprop, mu, cfg.rule.storage)
+    return Rule(name, objective_for(cfg, task), cfg.rule.mode, cfg.diffusion, cfg.modprop, mu, cfg.rule.storage,
+                cfg.rule.bptt_mode)
 
 
 def setup(cfg: Config) -> Experiment:
@@ -169,9 +170,10 @@ def fixed_iteration(exp: Experiment, weights, iteration: int, events: dict):
 def bptt_gradients(exp: Experiment, net: Network, iteration: int) -> Params:
     """The BPTT gradient of iteration ``iteration``'s trials (summed over its micro-batches)."""
     total = None
+    fn = bptt_fn(exp.rule.bptt_mode)
     for micro in range(exp.cfg.train.micro_batches):
         batch = train_batch(exp, iteration, micro)
-        g = bptt(net, batch.x, batch.target, exp.rule.objective).grads
+        g = fn(net, batch.x, batch.target, exp.rule.objective).grads
         total = g if total is None else Params(*(a + b for a, b in zip(total, g)))
     return total
 
