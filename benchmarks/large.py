@@ -3,7 +3,7 @@
     python benchmarks/large.py [--device cpu|cuda] [--sizes 1000,2500,10000] [--batch B]
                                [--steps T] [--seeds S]
                                [--cases online_sparse,online_dense,factorised,fixed_sparse,fixed_dense]
-                               [--name large_cpu]
+                               [--name large_cpu] [--out DIR]
 
 * structure: the time and peak host memory to draw one network's structure (row blocks).
 * per size N (grid ⌈√N⌉²): one gradient computation on a batch of cue-accumulation trials cut to
@@ -19,7 +19,7 @@
 * cases ``fixed_sparse``, ``fixed_dense``: the fixed-point emulator (Loihi 2 profile, hardware
   switches) at the same sizes, learning on, its per-synapse tags at the synapses only or dense
   (S, B, P, N) int32 (dense only up to ``--dense-max``).
-Writes benchmarks/results/<name>.json (default large_<device>).
+Writes <out>/<name>.json (default benchmarks/results/large_<device>.json).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.common import ROOT, record, sync, timed  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, record, sync, timed  # noqa: E402
 from lava_diffmod import config as config_mod  # noqa: E402
 from lava_diffmod.network.structure import build_structure  # noqa: E402
 from lava_diffmod.rules import gradient_fn  # noqa: E402
@@ -126,6 +126,7 @@ def main() -> None:
     ap.add_argument("--dense-max", type=int, default=2500, help="largest N with dense online traces")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--name", help="result file name (default large_<device>)")
+    ap.add_argument("--out", default=str(RESULTS), help="result folder (default benchmarks/results)")
     args = ap.parse_args()
     dev = args.device
     cases = args.cases.split(",")
@@ -175,7 +176,7 @@ def main() -> None:
                 row["online_sparse"]["sample_synapse_steps_per_s"] / out["floor_sample_synapse_steps_per_s"], 3)
         out[f"n{n}"] = row
     sync(dev)
-    record(args.name or f"large_{dev.split(':')[0]}", dev, out)
+    record(args.name or f"large_{dev.split(':')[0]}", dev, out, Path(args.out))
 
 
 if __name__ == "__main__":
