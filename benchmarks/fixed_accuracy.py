@@ -3,6 +3,7 @@
     python benchmarks/fixed_accuracy.py fidelity [--device cpu] [--seeds 5] [--batch 16]
     python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000] [--eval-every 25]
     python benchmarks/fixed_accuracy.py forward [--seeds 5] [--iterations 300]
+    python benchmarks/fixed_accuracy.py figure --curves float=KEY[+KEY] fixed=KEY [--from JSON] [--png PNG]
 
 * fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
   update of one batch at the initial weights against the float update of the same batch:
@@ -15,11 +16,13 @@
   (none: only the conditions). Every fixed row gets its gap to float_sgd when that ran.
 * forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
   the cost of the fixed-point forward pass alone.
+* figure: evaluation accuracy along training per seed, from the curves that training records.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import tomllib
 import sys
 import tempfile
@@ -35,6 +38,7 @@ from lava_diffmod.fixed.switches import ALONE, APPROXIMATIONS, Switches  # noqa:
 from lava_diffmod.training import checkpoint, trainer  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "cue_accumulation.toml"
+CURVE = "eval_curve_iteration_accuracy_ce"
 
 
 def seed_list(args) -> list[int]:
@@ -113,6 +117,14 @@ def fidelity(args) -> dict:
     return out
 
 
+def eval_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
+    """A run's evaluations per seed: ``seed_<s>`` → [[iteration, accuracy, ce], ...]."""
+    curves: dict[str, list[list[float]]] = {}
+    for r in sorted((r for r in rows if r.get("split") == "eval"), key=lambda r: (r["seed"], r["iteration"])):
+        curves.setdefault(f"seed_{r['seed']}", []).append([r["iteration"], round(r["accuracy"], 4), round(r["ce"], 4)])
+    return curves
+
+
 def training(args) -> dict:
     over = dict(base_overrides(args), **{"train.iterations": args.iterations, "train.eval_every": args.eval_every})
     baselines = {"float_sgd": {"train.optimizer": "sgd", "train.lr": args.lr},
@@ -126,12 +138,15 @@ def training(args) -> dict:
         if args.runs:   # kept: metrics, learning curves, checkpoint; a rerun resumes
             run_dir = Path(args.runs) / name
             summary = trainer.train(cfg, run_dir, resume=(run_dir / trainer.CHECKPOINT).exists())
+            curves = eval_curves(trainer.read_metrics(run_dir))
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 summary = trainer.train(cfg, Path(tmp) / name)
+                curves = eval_curves(trainer.read_metrics(Path(tmp) / name))
         acc = summary["final"]["accuracy"]
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
-                     "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {})}
+                     "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {}),
+                     CURVE: curves}
         print(name, out[name], flush=True)
     if "float_sgd" in out:   # float − fixed, in accuracy points
         out["gap_float_minus_fixed_points"] = {
@@ -167,9 +182,52 @@ def forward(args) -> dict:
     return out
 
 
+def entry(result: dict, key: str) -> dict:
+    """``a.b.c`` → result["a"]["b"]["c"], with an error naming the missing part."""
+    node = result
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise SystemExit(f"--curves: no entry {part!r} in {key!r}")
+        node = node[part]
+    if CURVE not in node:
+        raise SystemExit(f"--curves: {key!r} has no {CURVE}")
+    return node[CURVE]
+
+
+def figure(args) -> None:
+    """Evaluation accuracy along training, each seed a thin line and the seeds' mean a thick one, a
+    colour per condition: ``--curves LABEL=KEY[+KEY...]`` pools the seeds of the entries KEY
+    (dotted paths into the ``--from`` JSON, e.g. ``thousand_iterations.lr50.float``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    result = json.loads(Path(args.source).read_text())
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for spec in args.curves:
+        label, sep, keys = spec.partition("=")
+        if not sep or not keys:
+            raise SystemExit(f"--curves: {spec!r} is not LABEL=KEY[+KEY...]")
+        seeds = {s: c for key in keys.split("+") for s, c in entry(result, key).items()}
+        color = None
+        for curve in seeds.values():
+            color = ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], lw=0.7, alpha=0.45, color=color)[0].get_color()
+        table = torch.tensor([[c[1] for c in curve] for curve in seeds.values()], dtype=torch.float64)
+        iters = [c[0] for c in next(iter(seeds.values()))]
+        ax.plot(iters, 100 * table.mean(0), lw=2.2, color=color, label=f"{label} ({len(seeds)} seeds)")
+    ax.axhline(50, color="0.6", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("evaluation accuracy (%)")
+    ax.set_title(args.title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print("wrote", args.png)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("section", choices=["fidelity", "training", "forward"])
+    p.add_argument("section", choices=["fidelity", "training", "forward", "figure"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--first-seed", type=int, default=1, help="seeds first-seed … first-seed + seeds − 1")
@@ -190,7 +248,17 @@ def main() -> None:
                    help="training: only the --conditions (= --baselines with none given)")
     p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--from", dest="source", default=str(RESULTS / "fixed_headroom_cpu.json"),
+                   help="figure: the result JSON whose curves are drawn")
+    p.add_argument("--curves", nargs="+", default=[], metavar="LABEL=KEY[+KEY...]",
+                   help="figure: a labelled set of seeds, pooled from the entries KEY (dotted paths)")
+    p.add_argument("--title", default="cue accumulation, diffusion, loihi2")
+    p.add_argument("--png", default=str(RESULTS / "fixed_vs_float.png"), help="figure: the image written")
     args = p.parse_args()
+    if args.section == "figure":
+        if not args.curves:
+            raise SystemExit("figure: give --curves LABEL=KEY[+KEY...] at least once")
+        return figure(args)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     result = {"fidelity": fidelity, "training": training, "forward": forward}[args.section](args)
     record(args.name or f"fixed_{args.section}_{args.device.split(':')[0]}", args.device, result, Path(args.out))
