@@ -120,7 +120,7 @@ def fidelity(args) -> dict:
 def eval_curves(rows: list[dict]) -> dict[str, list[list[float]]]:
     """A run's evaluations per seed: ``seed_<s>`` → [[iteration, accuracy, ce], ...]."""
     curves: dict[str, list[list[float]]] = {}
-    for r in sorted((r for r in rows if r.get("split") == "eval"), key=lambda r: (r["seed"], r["iteration"])):
+    for r in sorted((r for r in rows if r["split"] == "eval"), key=lambda r: (r["seed"], r["iteration"])):
         curves.setdefault(f"seed_{r['seed']}", []).append([r["iteration"], round(r["accuracy"], 4), round(r["ce"], 4)])
     return curves
 
@@ -135,14 +135,10 @@ def training(args) -> dict:
     out = {}
     for name, extra in conditions.items():
         cfg = config_mod.load(EXAMPLE, dict(over, **extra))
-        if args.runs:   # kept: metrics, learning curves, checkpoint; a rerun resumes
-            run_dir = Path(args.runs) / name
+        with tempfile.TemporaryDirectory() as tmp:   # --runs: kept (metrics, figures, checkpoint); a rerun resumes
+            run_dir = Path(args.runs or tmp) / name
             summary = trainer.train(cfg, run_dir, resume=(run_dir / trainer.CHECKPOINT).exists())
             curves = eval_curves(trainer.read_metrics(run_dir))
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                summary = trainer.train(cfg, Path(tmp) / name)
-                curves = eval_curves(trainer.read_metrics(Path(tmp) / name))
         acc = summary["final"]["accuracy"]
         out[name] = {"accuracy_mean": acc["mean"], "ci95": acc["ci95"], "per_seed": acc["per_seed"],
                      "wall_s": summary["wall_s"], "saturation_events": summary.get("events", {}),
