@@ -4,6 +4,7 @@
     python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000] [--eval-every 25]
     python benchmarks/fixed_accuracy.py forward [--seeds 5] [--iterations 300]
     python benchmarks/fixed_accuracy.py figure --curves float=KEY[+KEY] fixed=KEY [--from JSON] [--png PNG]
+    python benchmarks/fixed_accuracy.py figure --gaps LABEL=KEY [LABEL=KEY ...] [--from JSON] [--png PNG]
 
 * fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
   update of one batch at the initial weights against the float update of the same batch:
@@ -16,7 +17,8 @@
   (none: only the conditions). Every fixed row gets its gap to float_sgd when that ran.
 * forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
   the cost of the fixed-point forward pass alone.
-* figure: evaluation accuracy along training per seed, from the curves that training records.
+* figure: ``--curves``, evaluation accuracy along training per seed, from the curves that training
+  records; ``--gaps``, the paired gap to float with its 95% CI per entry that holds one.
 """
 from __future__ import annotations
 
@@ -178,33 +180,52 @@ def forward(args) -> dict:
     return out
 
 
-def entry(result: dict, key: str) -> dict:
-    """``a.b.c`` → result["a"]["b"]["c"], with an error naming the missing part."""
+def entry(result: dict, key: str, field: str, flag: str) -> dict:
+    """``a.b.c`` → result["a"]["b"]["c"], which must hold ``field``; else an error naming the missing part."""
     node = result
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise SystemExit(f"--curves: no entry {part!r} in {key!r}")
+            raise SystemExit(f"{flag}: no entry {part!r} in {key!r}")
         node = node[part]
-    if CURVE not in node:
-        raise SystemExit(f"--curves: {key!r} has no {CURVE}")
-    return node[CURVE]
+    if field not in node:
+        raise SystemExit(f"{flag}: {key!r} has no {field}")
+    return node
+
+
+def labelled(spec: str, flag: str) -> tuple[str, list[str]]:
+    """``LABEL=KEY[+KEY...]`` → (LABEL, [KEY, ...]), or an error naming the flag."""
+    label, sep, keys = spec.partition("=")
+    if not sep or not keys:
+        raise SystemExit(f"{flag}: {spec!r} is not LABEL=KEY[+KEY...]")
+    return label, keys.split("+")
+
+
+def axes(size: tuple[float, float]):
+    """A figure and its axes, drawn off-screen (Agg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(figsize=size)
+
+
+def save(fig, ax, args) -> None:
+    """Title, legend and the PNG ``--png``."""
+    ax.set_title(args.title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print("wrote", args.png)
 
 
 def figure(args) -> None:
     """Evaluation accuracy along training, each seed a thin line and the seeds' mean a thick one, a
     colour per condition: ``--curves LABEL=KEY[+KEY...]`` pools the seeds of the entries KEY
     (dotted paths into the ``--from`` JSON, e.g. ``thousand_iterations.lr50.float``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     result = json.loads(Path(args.source).read_text())
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = axes((6.4, 3.8))
     for spec in args.curves:
-        label, sep, keys = spec.partition("=")
-        if not sep or not keys:
-            raise SystemExit(f"--curves: {spec!r} is not LABEL=KEY[+KEY...]")
-        seeds = {s: c for key in keys.split("+") for s, c in entry(result, key).items()}
+        label, keys = labelled(spec, "--curves")
+        seeds = {s: c for key in keys for s, c in entry(result, key, CURVE, "--curves")[CURVE].items()}
         color = None
         for curve in seeds.values():
             color = ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], lw=0.7, alpha=0.45, color=color)[0].get_color()
@@ -214,11 +235,36 @@ def figure(args) -> None:
     ax.axhline(50, color="0.6", lw=0.8, ls=":", label="chance")
     ax.set_xlabel("iteration")
     ax.set_ylabel("evaluation accuracy (%)")
-    ax.set_title(args.title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.png, dpi=120)
-    print("wrote", args.png)
+    save(fig, ax, args)
+
+
+GAP = "paired_gap_mean_points"
+
+
+def gap_figure(args) -> None:
+    """The paired gap, float SGD − fixed point (accuracy points, seed by seed), with its 95 % interval
+    (1.96 standard errors), on the final evaluation and on the mean of the last 4 evaluations:
+    ``--gaps LABEL=KEY`` draws one row per entry KEY of the ``--from`` JSON; the dashed lines are the
+    3-point aim."""
+    result = json.loads(Path(args.source).read_text())
+    rows = []
+    for spec in args.gaps:
+        label, keys = labelled(spec, "--gaps")
+        if len(keys) != 1:
+            raise SystemExit(f"--gaps: {spec!r} names {len(keys)} entries; give one KEY per row")
+        rows.append((label, entry(result, keys[0], GAP, "--gaps")))
+    fig, ax = axes((6.8, 0.55 * len(rows) + 1.4))
+    y = torch.arange(len(rows), dtype=torch.float64)
+    for shift, key, name in ((-0.15, "", "final evaluation"), (0.15, "_last4", "mean of the last 4 evaluations")):
+        mean = [node[f"paired_gap{key}_mean_points"] for _, node in rows]
+        half = [node[f"paired_gap{key}_ci95_1.96se_points"] for _, node in rows]
+        ax.errorbar(mean, (y + shift).tolist(), xerr=half, fmt="o", capsize=3, label=name)
+    for x, style in ((0, "-"), (3, "--"), (-3, "--")):
+        ax.axvline(x, color="0.6", lw=0.8, ls=style)
+    ax.set_yticks(y.tolist(), [label for label, _ in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired gap, float − fixed point (accuracy points, 95 % CI)")
+    save(fig, ax, args)
 
 
 def main() -> None:
@@ -248,13 +294,15 @@ def main() -> None:
                    help="figure: the result JSON whose curves are drawn")
     p.add_argument("--curves", nargs="+", default=[], metavar="LABEL=KEY[+KEY...]",
                    help="figure: a labelled set of seeds, pooled from the entries KEY (dotted paths)")
+    p.add_argument("--gaps", nargs="+", default=[], metavar="LABEL=KEY",
+                   help="figure: a row of paired gaps to float with their 95%% CI, from the entry KEY")
     p.add_argument("--title", default="cue accumulation, diffusion, loihi2")
     p.add_argument("--png", default=str(RESULTS / "fixed_vs_float.png"), help="figure: the image written")
     args = p.parse_args()
     if args.section == "figure":
-        if not args.curves:
-            raise SystemExit("figure: give --curves LABEL=KEY[+KEY...] at least once")
-        return figure(args)
+        if bool(args.curves) == bool(args.gaps):
+            raise SystemExit("figure: give either --curves LABEL=KEY[+KEY...] or --gaps LABEL=KEY, at least once")
+        return figure(args) if args.curves else gap_figure(args)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     result = {"fidelity": fidelity, "training": training, "forward": forward}[args.section](args)
     record(args.name or f"fixed_{args.section}_{args.device.split(':')[0]}", args.device, result, Path(args.out))
