@@ -254,14 +254,14 @@ def gap_figure(args) -> None:
             raise SystemExit(f"--gaps: {spec!r} names {len(keys)} entries; give one KEY per row")
         rows.append((label, entry(result, keys[0], GAP, "--gaps")))
     fig, ax = axes((6.8, 0.55 * len(rows) + 1.4))
-    y = torch.arange(len(rows), dtype=torch.float64)
+    y = range(len(rows))
     for shift, key, name in ((-0.15, "", "final evaluation"), (0.15, "_last4", "mean of the last 4 evaluations")):
         mean = [node[f"paired_gap{key}_mean_points"] for _, node in rows]
         half = [node[f"paired_gap{key}_ci95_1.96se_points"] for _, node in rows]
-        ax.errorbar(mean, (y + shift).tolist(), xerr=half, fmt="o", capsize=3, label=name)
+        ax.errorbar(mean, [v + shift for v in y], xerr=half, fmt="o", capsize=3, label=name)
     for x, style in ((0, "-"), (3, "--"), (-3, "--")):
         ax.axvline(x, color="0.6", lw=0.8, ls=style)
-    ax.set_yticks(y.tolist(), [label for label, _ in rows], fontsize=8)
+    ax.set_yticks(list(y), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("paired gap, float − fixed point (accuracy points, 95 % CI)")
     save(fig, ax, args)
@@ -291,7 +291,7 @@ def main() -> None:
     p.add_argument("--name", default=None, help="result file name (default fixed_<section>_<device>)")
     p.add_argument("--out", default=str(RESULTS))
     p.add_argument("--from", dest="source", default=str(RESULTS / "fixed_headroom_cpu.json"),
-                   help="figure: the result JSON whose curves are drawn")
+                   help="figure: the result JSON whose curves or gaps are drawn")
     p.add_argument("--curves", nargs="+", default=[], metavar="LABEL=KEY[+KEY...]",
                    help="figure: a labelled set of seeds, pooled from the entries KEY (dotted paths)")
     p.add_argument("--gaps", nargs="+", default=[], metavar="LABEL=KEY",
