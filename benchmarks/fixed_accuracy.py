@@ -180,15 +180,16 @@ def forward(args) -> dict:
     return out
 
 
-def entry(result: dict, key: str, field: str, flag: str) -> dict:
-    """``a.b.c`` → result["a"]["b"]["c"], which must hold ``field``; else an error naming the missing part."""
+def entry(result: dict, key: str, flag: str, *fields: str) -> dict:
+    """``a.b.c`` → result["a"]["b"]["c"], which must hold every ``fields``; else an error naming the missing part."""
     node = result
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             raise SystemExit(f"{flag}: no entry {part!r} in {key!r}")
         node = node[part]
-    if field not in node:
-        raise SystemExit(f"{flag}: {key!r} has no {field}")
+    for field in fields:
+        if field not in node:
+            raise SystemExit(f"{flag}: {key!r} has no {field}")
     return node
 
 
@@ -225,7 +226,7 @@ def figure(args) -> None:
     fig, ax = axes((6.4, 3.8))
     for spec in args.curves:
         label, keys = labelled(spec, "--curves")
-        seeds = {s: c for key in keys for s, c in entry(result, key, CURVE, "--curves")[CURVE].items()}
+        seeds = {s: c for key in keys for s, c in entry(result, key, "--curves", CURVE)[CURVE].items()}
         color = None
         for curve in seeds.values():
             color = ax.plot([c[0] for c in curve], [100 * c[1] for c in curve], lw=0.7, alpha=0.45, color=color)[0].get_color()
@@ -238,7 +239,7 @@ def figure(args) -> None:
     save(fig, ax, args)
 
 
-GAP = "paired_gap_mean_points"
+GAP = tuple(f"paired_gap{k}_{s}" for k in ("", "_last4") for s in ("mean_points", "ci95_1.96se_points"))
 
 
 def gap_figure(args) -> None:
@@ -252,7 +253,7 @@ def gap_figure(args) -> None:
         label, keys = labelled(spec, "--gaps")
         if len(keys) != 1:
             raise SystemExit(f"--gaps: {spec!r} names {len(keys)} entries; give one KEY per row")
-        rows.append((label, entry(result, keys[0], GAP, "--gaps")))
+        rows.append((label, entry(result, keys[0], "--gaps", *GAP)))
     fig, ax = axes((6.8, 0.55 * len(rows) + 1.4))
     y = range(len(rows))
     for shift, key, name in ((-0.15, "", "final evaluation"), (0.15, "_last4", "mean of the last 4 evaluations")):
