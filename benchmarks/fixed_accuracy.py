@@ -4,7 +4,7 @@
     python benchmarks/fixed_accuracy.py training [--device cuda] [--seeds 5] [--iterations 2000] [--eval-every 25]
     python benchmarks/fixed_accuracy.py forward [--seeds 5] [--iterations 300]
     python benchmarks/fixed_accuracy.py figure --curves float=KEY[+KEY] fixed=KEY [--from JSON] [--png PNG]
-    python benchmarks/fixed_accuracy.py figure --gaps LABEL=KEY [LABEL=KEY ...] [--from JSON] [--png PNG]
+    python benchmarks/fixed_accuracy.py figure --gaps LABEL=KEY [LABEL=KEY ...] [--from JSON] [--png PNG] [--md MD]
 
 * fidelity (cheap): for every approximation alone and for all of them (LOIHI.md §5.3), the weight
   update of one batch at the initial weights against the float update of the same batch:
@@ -18,7 +18,8 @@
 * forward: float-trained weights evaluated, quantised, in fixed point (hardware switches; ideal):
   the cost of the fixed-point forward pass alone.
 * figure: ``--curves``, evaluation accuracy along training per seed, from the curves that training
-  records; ``--gaps``, the paired gap to float with its 95% CI per entry that holds one.
+  records; ``--gaps``, the paired gap to float with its 95% CI per entry that holds one, and with
+  ``--md`` the same rows as a markdown table.
 """
 from __future__ import annotations
 
@@ -242,18 +243,24 @@ def figure(args) -> None:
 GAP = tuple(f"paired_gap{k}_{s}" for k in ("", "_last4") for s in ("mean_points", "ci95_1.96se_points"))
 
 
-def gap_figure(args) -> None:
-    """The paired gap, float SGD − fixed point (accuracy points, seed by seed), with its 95 % interval
-    (1.96 standard errors), on the final evaluation and on the mean of the last 4 evaluations:
-    ``--gaps LABEL=KEY`` draws one row per entry KEY of the ``--from`` JSON; the dashed lines are the
-    3-point aim."""
+def gap_rows(args) -> list[tuple[str, dict]]:
+    """``--gaps LABEL=KEY ...`` → [(LABEL, entry KEY of the ``--from`` JSON holding every GAP field)]."""
     result = json.loads(Path(args.source).read_text())
     rows = []
     for spec in args.gaps:
         label, keys = labelled(spec, "--gaps")
         if len(keys) != 1:
             raise SystemExit(f"--gaps: {spec!r} names {len(keys)} entries; give one KEY per row")
-        rows.append((label, entry(result, keys[0], "--gaps", *GAP)))
+        rows.append((label, entry(result, keys[0], "--gaps", *GAP, "paired_gap_last4_points_per_seed")))
+    return rows
+
+
+def gap_figure(args) -> None:
+    """The paired gap, float SGD − fixed point (accuracy points, seed by seed), with its 95 % interval
+    (1.96 standard errors), on the final evaluation and on the mean of the last 4 evaluations:
+    ``--gaps LABEL=KEY`` draws one row per entry KEY of the ``--from`` JSON; the dashed lines are the
+    3-point aim."""
+    rows = gap_rows(args)
     fig, ax = axes((6.8, 0.55 * len(rows) + 1.4))
     y = range(len(rows))
     for shift, key, name in ((-0.15, "", "final evaluation"), (0.15, "_last4", "mean of the last 4 evaluations")):
@@ -266,6 +273,25 @@ def gap_figure(args) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("paired gap, float − fixed point (accuracy points, 95 % CI)")
     save(fig, ax, args)
+    if args.md:
+        gap_table(rows, Path(args.md))
+
+
+def gap_table(rows: list[tuple[str, dict]], md: Path) -> None:
+    """The ``--gaps`` rows as a markdown table in ``md``: seeds, the paired gap mean ± 95 % half-width
+    (points) on the final evaluation and on the mean of the last 4, and whether that interval lies
+    inside ±3 points."""
+    lines = ["| condition | seeds | gap, final (points) | gap, last 4 (points) | interval inside ±3 (final / last 4) |",
+             "|---|---|---|---|---|"]
+    for label, node in rows:
+        cells, inside = [], []
+        for key in ("", "_last4"):
+            mean, half = node[f"paired_gap{key}_mean_points"], node[f"paired_gap{key}_ci95_1.96se_points"]
+            cells.append(f"{mean:.2f} ± {half:.2f}")
+            inside.append("yes" if -3 <= mean - half and mean + half <= 3 else "no")
+        lines.append(f"| {label} | {len(node['paired_gap_last4_points_per_seed'])} | {cells[0]} | {cells[1]} | {' / '.join(inside)} |")
+    md.write_text("\n".join(lines) + "\n")
+    print("wrote", md)
 
 
 def main() -> None:
@@ -297,6 +323,7 @@ def main() -> None:
                    help="figure: a labelled set of seeds, pooled from the entries KEY (dotted paths)")
     p.add_argument("--gaps", nargs="+", default=[], metavar="LABEL=KEY",
                    help="figure: a row of paired gaps to float with their 95%% CI, from the entry KEY")
+    p.add_argument("--md", default=None, metavar="MD", help="figure --gaps: also write the rows as a markdown table to MD")
     p.add_argument("--title", default="cue accumulation, diffusion, loihi2")
     p.add_argument("--png", default=str(RESULTS / "fixed_vs_float.png"), help="figure: the image written")
     args = p.parse_args()
