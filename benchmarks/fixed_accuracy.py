@@ -241,6 +241,12 @@ def figure(args) -> None:
 
 
 GAP = tuple(f"paired_gap{k}_{s}" for k in ("", "_last4") for s in ("mean_points", "ci95_1.96se_points"))
+SNAPSHOTS = (("", "final evaluation"), ("_last4", "mean of the last 4 evaluations"))
+
+
+def gap(node: dict, key: str) -> tuple[float, float]:
+    """The paired gap's mean and 95 % half-width (points) on snapshot ``key`` ("" final, "_last4")."""
+    return node[f"paired_gap{key}_mean_points"], node[f"paired_gap{key}_ci95_1.96se_points"]
 
 
 def gap_rows(args) -> list[tuple[str, dict]]:
@@ -263,9 +269,8 @@ def gap_figure(args) -> None:
     rows = gap_rows(args)
     fig, ax = axes((6.8, 0.55 * len(rows) + 1.4))
     y = range(len(rows))
-    for shift, key, name in ((-0.15, "", "final evaluation"), (0.15, "_last4", "mean of the last 4 evaluations")):
-        mean = [node[f"paired_gap{key}_mean_points"] for _, node in rows]
-        half = [node[f"paired_gap{key}_ci95_1.96se_points"] for _, node in rows]
+    for shift, (key, name) in zip((-0.15, 0.15), SNAPSHOTS):
+        mean, half = zip(*(gap(node, key) for _, node in rows))
         ax.errorbar(mean, [v + shift for v in y], xerr=half, fmt="o", capsize=3, label=name)
     for x, style in ((0, "-"), (3, "--"), (-3, "--")):
         ax.axvline(x, color="0.6", lw=0.8, ls=style)
@@ -285,8 +290,8 @@ def gap_table(rows: list[tuple[str, dict]], md: Path) -> None:
              "|---|---|---|---|---|"]
     for label, node in rows:
         cells, inside = [], []
-        for key in ("", "_last4"):
-            mean, half = node[f"paired_gap{key}_mean_points"], node[f"paired_gap{key}_ci95_1.96se_points"]
+        for key, _ in SNAPSHOTS:
+            mean, half = gap(node, key)
             cells.append(f"{mean:.2f} ± {half:.2f}")
             inside.append("yes" if -3 <= mean - half and mean + half <= 3 else "no")
         lines.append(f"| {label} | {len(node['paired_gap_last4_points_per_seed'])} | {cells[0]} | {cells[1]} | {' / '.join(inside)} |")
@@ -330,6 +335,8 @@ def main() -> None:
     if args.section == "figure":
         if bool(args.curves) == bool(args.gaps):
             raise SystemExit("figure: give either --curves LABEL=KEY[+KEY...] or --gaps LABEL=KEY, at least once")
+        if args.md and not args.gaps:
+            raise SystemExit("figure: --md writes the --gaps rows as a table; give --gaps LABEL=KEY with it")
         return figure(args) if args.curves else gap_figure(args)
     torch.set_num_threads(1 if args.device == "cpu" else torch.get_num_threads())
     result = {"fidelity": fidelity, "training": training, "forward": forward}[args.section](args)
