@@ -240,13 +240,15 @@ def figure(args) -> None:
     save(fig, ax, args)
 
 
-GAP = tuple(f"paired_gap{k}_{s}" for k in ("", "_last4") for s in ("mean_points", "ci95_1.96se_points"))
 SNAPSHOTS = (("", "final evaluation"), ("_last4", "mean of the last 4 evaluations"))
+GAP_STATS = ("mean_points", "ci95_1.96se_points")
+GAP = tuple(f"paired_gap{key}_{stat}" for key, _ in SNAPSHOTS for stat in GAP_STATS)
 
 
 def gap(node: dict, key: str) -> tuple[float, float]:
     """The paired gap's mean and 95 % half-width (points) on snapshot ``key`` ("" final, "_last4")."""
-    return node[f"paired_gap{key}_mean_points"], node[f"paired_gap{key}_ci95_1.96se_points"]
+    mean, half = (node[f"paired_gap{key}_{stat}"] for stat in GAP_STATS)
+    return mean, half
 
 
 def gap_rows(args) -> list[tuple[str, dict]]:
