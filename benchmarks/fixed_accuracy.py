@@ -247,8 +247,7 @@ GAP = tuple(f"paired_gap{key}_{stat}" for key, _ in SNAPSHOTS for stat in GAP_ST
 
 def gap(node: dict, key: str) -> tuple[float, float]:
     """The paired gap's mean and 95 % half-width (points) on snapshot ``key`` ("" final, "_last4")."""
-    mean, half = (node[f"paired_gap{key}_{stat}"] for stat in GAP_STATS)
-    return mean, half
+    return tuple(node[f"paired_gap{key}_{stat}"] for stat in GAP_STATS)
 
 
 def gap_rows(args) -> list[tuple[str, dict]]:
