@@ -210,10 +210,10 @@ def axes(size: tuple[float, float]):
     return plt.subplots(figsize=size)
 
 
-def save(fig, ax, args) -> None:
-    """Title, legend and the PNG ``--png``."""
+def save(fig, ax, args, **legend) -> None:
+    """Title, legend (placed by ``legend``, default: where matplotlib finds room) and the PNG ``--png``."""
     ax.set_title(args.title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, **legend)
     fig.tight_layout()
     fig.savefig(args.png, dpi=120)
     print("wrote", args.png)
@@ -278,7 +278,7 @@ def gap_figure(args) -> None:
     ax.set_yticks(list(y), [label for label, _ in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("paired gap, float − fixed point (accuracy points, 95 % CI)")
-    save(fig, ax, args)
+    save(fig, ax, args, loc="upper center", bbox_to_anchor=(0.5, -0.6 / fig.get_figheight()), ncol=2)   # below the rows
     if args.md:
         gap_table(rows, Path(args.md))
 
